@@ -1,0 +1,61 @@
+"""Ali-CCP (Alibaba Click and Conversion Prediction), the data of ESMM (Ma et al., SIGIR 2018), in the CSV
+layout of its public preprocessed release: labels ``click`` and ``purchase``, categorical fields named by
+their field id (``101``, ``121``, ..., ``109_14``, ...), dense fields prefixed ``D`` (``D109_14``, ...).
+
+Tasks ``click`` and ``purchase``. ``purchase="entire_space"`` keeps the purchase label on every impression
+(ESMM's pCTCVR target); ``"clicked_only"`` masks it where click = 0 (CVR trained on clicked rows only).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from mtlkit.data.datasets import Splits
+from mtlkit.data.datasets.aliexpress import Conversion, _conversion_rule
+from mtlkit.data.datasets.common import make_splits, mask_unless, read_parts
+from mtlkit.data.paths import data_dir as resolve_data_dir
+from mtlkit.errors import DataError
+from mtlkit.schema import Feature, Schema, Task
+
+LABELS = ("click", "purchase")
+
+
+def load_ali_ccp(
+    path: str | None = None,
+    purchase: Conversion = "entire_space",
+    valid_fraction: float = 0.1,
+    seed: int = 0,
+    embedding_dim: int = 8,
+) -> Splits:
+    """Ali-CCP Splits from a folder of ``*train*`` / ``*val*`` / ``*test*`` CSV files.
+
+    Args:
+        path: the folder; defaults to ``<data dir>/ali-ccp-sample`` (the 100 / 50 / 50 row sample).
+        valid_fraction: share of the train rows held out for validation when there is no valid file.
+    """
+    _conversion_rule(purchase)
+    folder = Path(path) if path is not None else resolve_data_dir() / "ali-ccp-sample"
+
+    def prepare(table: pa.Table) -> pa.Table:
+        return mask_unless(table, "purchase", "click") if purchase == "clicked_only" else table
+
+    parts, how = read_parts("ali_ccp", folder, valid_fraction, seed, prepare)
+    columns = [c for c in parts["train"][0].column_names if c not in LABELS]
+    if not set(LABELS) <= set(parts["train"][0].column_names):
+        raise DataError(
+            f"ali_ccp: the train file in {folder} lacks the label columns {list(LABELS)}; "
+            f"is it the Ali-CCP layout?"
+        )
+    schema = Schema(
+        tuple(
+            Feature(c, "numeric")
+            if c.startswith("D")
+            else Feature(c, "categorical", embedding_dim=embedding_dim)
+            for c in columns
+        ),
+        (Task("click", "binary"), Task("purchase", "binary")),
+    )
+    note = f"Ali-CCP ({how}); purchase label: {purchase}"
+    return make_splits("ali_ccp", schema, parts, note)

@@ -1,0 +1,306 @@
+"""Reading CSV and Parquet files through pyarrow into a :class:`~mtlkit.data.table.Table`.
+
+``read_table(path, schema)`` reads only the columns the Schema needs and encodes them (fitting encoders unless
+given). Without a Schema, ``infer_schema`` guesses one from the file and the label columns you name, and
+``read_table`` prints it as YAML so you can copy it into a config and correct it.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import yaml
+
+from mtlkit.data.columns import Origin, check_labels, require_columns, to_float
+from mtlkit.data.encoders import Encoders
+from mtlkit.data.table import Table
+from mtlkit.errors import DataError
+from mtlkit.schema import Feature, Schema, Task
+
+#: Texts read as a missing value in CSV files (an empty field always is).
+NULL_VALUES = ("", "NA", "N/A", "NaN", "nan", "NULL", "null", "None", "#N/A")
+CSV_SUFFIXES = (".csv", ".tsv", ".txt")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def file_format(path: str | Path) -> str:
+    """``"csv"`` or ``"parquet"`` from the file name (a ``.gz`` / ``.bz2`` / ``.zst`` CSV is fine)."""
+    name = Path(path).name.lower()
+    for comp in (".gz", ".bz2", ".zst", ".lz4"):
+        if name.endswith(comp):
+            name = name[: -len(comp)]
+    if name.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    if name.endswith(CSV_SUFFIXES):
+        return "csv"
+    raise DataError(
+        f"cannot tell the format of {path}: name it *.csv, *.tsv, *.txt (optionally .gz) or *.parquet"
+    )
+
+
+def read_arrow(
+    path: str | Path,
+    columns: Sequence[str] | None = None,
+    *,
+    delimiter: str | None = None,
+    column_names: Sequence[str] | None = None,
+    null_values: Sequence[str] = NULL_VALUES,
+) -> tuple[pa.Table, Origin]:
+    """Read a CSV or Parquet file into Arrow, keeping only ``columns`` when given.
+
+    Args:
+        delimiter: CSV field separator; ``\\t`` for .tsv, else ``,``.
+        column_names: for a CSV without a header line, the names of its columns.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"file not found: {p}")
+    if p.is_dir():
+        raise DataError(f"{p} is a folder; give the path of a CSV or Parquet file")
+    if p.stat().st_size == 0:
+        raise DataError(f"{p} is empty (0 bytes): nothing to read")
+    fmt = file_format(p)
+    if fmt == "parquet":
+        try:
+            names = pq.read_schema(p).names
+            if columns is not None:
+                require_columns(
+                    pa.table({c: pa.array([], pa.null()) for c in names}),
+                    {c: "the schema" for c in columns},
+                    Origin(str(p)),
+                )
+            table = pq.read_table(p, columns=list(columns) if columns is not None else None)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"cannot read Parquet file {p}: {exc}") from None
+        return table, Origin(str(p))
+    sep = delimiter or ("\t" if p.name.lower().split(".")[-1] == "tsv" else ",")
+    read_opts = pacsv.ReadOptions(
+        column_names=list(column_names) if column_names is not None else None,
+        block_size=1 << 24,
+    )
+    parse_opts = pacsv.ParseOptions(delimiter=sep)
+    include = None
+    if columns is not None:
+        header = list(column_names) if column_names is not None else _csv_header(p, sep)
+        require_columns(
+            pa.table({c: pa.array([], pa.null()) for c in header}),
+            {c: "the schema" for c in columns},
+            Origin(str(p)),
+        )
+        include = list(dict.fromkeys(columns))
+    convert_opts = pacsv.ConvertOptions(
+        include_columns=include,
+        null_values=list(null_values),
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=True,
+    )
+    try:
+        table = pacsv.read_csv(
+            p, read_options=read_opts, parse_options=parse_opts, convert_options=convert_opts
+        )
+    except pa.ArrowInvalid as exc:
+        message = str(exc)
+        if "Empty CSV file" in message:
+            raise DataError(f"{p} is empty: it has no header line and no rows") from None
+        raise DataError(
+            f"cannot parse CSV file {p}: {message}. Check the delimiter (--delimiter) and quoting."
+        ) from None
+    first_line = 1 if column_names is not None else 2
+    return table, Origin(str(p), first_line)
+
+
+def _csv_header(path: Path, sep: str) -> list[str]:
+    """The names on the first line of a CSV file (gzip-compressed or not)."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", newline="", encoding="utf-8") as handle:
+        try:
+            return next(csv.reader(handle, delimiter=sep))
+        except StopIteration:
+            raise DataError(f"{path} is empty: it has no header line and no rows") from None
+
+
+def read_table(
+    path: str | Path,
+    schema: Schema | None = None,
+    *,
+    encoders: Encoders | None = None,
+    labels: Sequence[str] = (),
+    require_labels: bool = True,
+    delimiter: str | None = None,
+    column_names: Sequence[str] | None = None,
+    out: TextIO | None = None,
+) -> Table:
+    """Read a CSV / Parquet file into a Table.
+
+    Args:
+        schema: what to read; when None it is inferred with ``infer_schema`` from ``labels`` and printed
+            (as YAML, to ``out`` or stderr) so it can be copied into a config.
+        encoders: fitted encoders to apply (validation / test / prediction files); fitted here when None.
+        labels: label columns, used only to infer a schema.
+        require_labels: False for prediction files, which may lack label columns.
+    """
+    if schema is None:
+        arrow, origin = read_arrow(path, delimiter=delimiter, column_names=column_names)
+        schema = infer_schema(arrow, labels, origin=origin)
+        stream = out if out is not None else sys.stderr
+        print(
+            f"# mtlkit inferred this schema from {path}; copy it into your config and adjust it:",
+            file=stream,
+        )
+        print(schema_yaml(schema), file=stream)
+    else:
+        wanted = list(schema.source_columns)
+        if not require_labels:
+            header = _available_columns(path, delimiter, column_names)
+            labels_absent = {t.column for t in schema.tasks} - set(header)
+            wanted = [c for c in wanted if c not in labels_absent]
+        arrow, origin = read_arrow(path, wanted, delimiter=delimiter, column_names=column_names)
+    return Table.from_arrow(arrow, schema, encoders=encoders, origin=origin, require_labels=require_labels)
+
+
+def _available_columns(
+    path: str | Path, delimiter: str | None, column_names: Sequence[str] | None
+) -> list[str]:
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"file not found: {p}")
+    if column_names is not None:
+        return list(column_names)
+    if file_format(p) == "parquet":
+        return list(pq.read_schema(p).names)
+    sep = delimiter or ("\t" if p.name.lower().split(".")[-1] == "tsv" else ",")
+    return _csv_header(p, sep)
+
+
+def write_table(table: pa.Table, path: str | Path) -> None:
+    """Write an Arrow table as CSV or Parquet (by the file name), atomically (temporary file + rename)."""
+    p = Path(path)
+    fmt = file_format(p)
+    tmp = p.with_name(p.name + ".tmp")
+    if fmt == "parquet":
+        pq.write_table(table, tmp)
+    else:
+        pacsv.write_csv(table, tmp)
+    tmp.replace(p)
+
+
+def infer_schema(
+    table: pa.Table,
+    labels: Sequence[str],
+    *,
+    origin: Origin | None = None,
+    group: str | None = None,
+    sample_weight: str | None = None,
+    max_categories: int = 100,
+) -> Schema:
+    """Guess a Schema from an Arrow table and the label columns.
+
+    Rules (print the result and correct it by hand where they guess wrong):
+
+    * a label whose values are all 0/1 is a binary task; whole numbers 0..K-1 with 3 <= K <= 20, multiclass;
+      anything else numeric, regression;
+    * text and boolean columns are categorical features, floating-point columns numeric;
+    * integer columns are categorical when they hold at most ``max_categories`` distinct values or their
+      name ends in ``id``, else numeric.
+    """
+    origin = origin or Origin()
+    if not labels:
+        raise DataError(f"name the label column(s) of {origin.source} to infer a schema (e.g. --label click)")
+    require_columns(
+        table,
+        {c: "a task label" for c in labels},
+        origin,
+        hint="Name label columns as they appear in the header.",
+    )
+    tasks = [_infer_task(table.column(c), c, origin) for c in labels]
+    reserved = {*labels, group, sample_weight}
+    features = []
+    for name in table.column_names:
+        if name in reserved:
+            continue
+        kind = table.schema.field(name).type
+        if pa.types.is_floating(kind):
+            features.append(Feature(name, "numeric"))
+        elif pa.types.is_integer(kind):
+            distinct = pc.count_distinct(table.column(name)).as_py()
+            is_id = name.lower().endswith("id")
+            features.append(
+                Feature(name, "categorical" if is_id or distinct <= max_categories else "numeric")
+            )
+        elif pa.types.is_null(kind):
+            continue  # an entirely empty column carries nothing
+        else:
+            features.append(Feature(name, "categorical"))
+    if not features:
+        raise DataError(f"{origin.source} has no columns left to use as features")
+    return Schema(tuple(features), tuple(tasks), group=group, sample_weight=sample_weight)
+
+
+def _infer_task(column: pa.ChunkedArray, name: str, origin: Origin) -> Task:
+    values = to_float(column, name, origin)
+    known = values[~np.isnan(values)]
+    if known.size == 0:
+        raise DataError(f"label column {name!r} of {origin.source} is empty: all values missing")
+    distinct = np.unique(known)
+    if np.isin(distinct, (0.0, 1.0)).all():
+        return Task(name, "binary")
+    whole = np.all(distinct == np.round(distinct)) and distinct.min() >= 0
+    if whole and 3 <= distinct.max() + 1 <= 20:
+        task = Task(name, "multiclass", num_classes=int(distinct.max()) + 1)
+        check_labels(
+            values,
+            task=name,
+            kind="multiclass",
+            column=name,
+            origin=origin,
+            num_classes=task.num_classes,
+        )
+        return task
+    return Task(name, "regression")
+
+
+def schema_yaml(schema: Schema) -> str:
+    """The schema as YAML, leaving out fields at their defaults so it reads like a config."""
+    defaults_f = Feature("x").__dict__
+    defaults_t = Task("x").__dict__
+    features: list[dict[str, Any]] = []
+    for f in schema.features:
+        d = {k: v for k, v in _plain(f).items() if k == "name" or v != _plain_value(defaults_f[k])}
+        if f.kind == "numeric":
+            d.pop("embedding_dim", None)
+            d.pop("min_count", None)
+        features.append(d)
+    tasks: list[dict[str, Any]] = []
+    for t in schema.tasks:
+        default = Task("x", t.kind, num_classes=t.num_classes).__dict__
+        tasks.append(
+            {
+                k: v
+                for k, v in _plain(t).items()
+                if k in ("name", "kind") or v != _plain_value(default.get(k, defaults_t[k]))
+            }
+        )
+    body: dict[str, Any] = {"features": features, "tasks": tasks}
+    if schema.group:
+        body["group"] = schema.group
+    if schema.sample_weight:
+        body["sample_weight"] = schema.sample_weight
+    return yaml.safe_dump({"schema": body}, sort_keys=False, default_flow_style=None).rstrip()
+
+
+def _plain(obj: Feature | Task) -> dict[str, Any]:
+    return {k: _plain_value(v) for k, v in obj.__dict__.items()}
+
+
+def _plain_value(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v

@@ -1,0 +1,349 @@
+"""Table: a data set held as whole-column tensors, with fast shuffled batches.
+
+A Table keeps
+
+* ``categorical``: int64 [N, C] vocabulary codes (0 = unknown / missing), one column per categorical feature,
+* ``numeric``: float32 [N, F] filled and scaled values (``Schema.numeric_columns`` names each column),
+* ``labels``: float32 [N, T] one column per task, NaN where a label is missing,
+* ``weights``: optional float32 [N] sample weights, ``groups``: optional int64 [N] query / user ids,
+
+plus its Schema (with vocabulary sizes filled in) and the fitted Encoders. ``batches`` slices a permuted index
+with ``index_select``: no per-row Python and no collate function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from torch import Tensor
+
+from mtlkit.data.columns import Origin, check_labels, require_columns, to_float, to_strings
+from mtlkit.data.encoders import Encoders
+from mtlkit.errors import DataError
+from mtlkit.schema import Schema
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One mini-batch: row slices of a Table's tensors (see :class:`Table` for shapes)."""
+
+    categorical: Tensor
+    numeric: Tensor
+    labels: Tensor
+    weights: Tensor | None = None
+    groups: Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device, non_blocking=non_blocking)
+
+        return Batch(
+            self.categorical.to(device, non_blocking=non_blocking),
+            self.numeric.to(device, non_blocking=non_blocking),
+            self.labels.to(device, non_blocking=non_blocking),
+            move(self.weights),
+            move(self.groups),
+        )
+
+
+def _batch(tensors: list[Tensor | None]) -> Batch:
+    cat, num, lab, w, g = tensors
+    if cat is None or num is None or lab is None:
+        raise ValueError("a Batch always has categorical, numeric and label tensors")
+    return Batch(cat, num, lab, w, g)
+
+
+class Table:
+    """Column tensors of one data set with its Schema and Encoders.
+
+    Build one with :meth:`from_arrow` (or a reader / dataset loader); the constructor checks shapes and types.
+    """
+
+    def __init__(
+        self,
+        schema: Schema,
+        categorical: Tensor,
+        numeric: Tensor,
+        labels: Tensor,
+        weights: Tensor | None = None,
+        groups: Tensor | None = None,
+        encoders: Encoders | None = None,
+    ) -> None:
+        n = int(labels.shape[0])
+        expected: dict[str, tuple[Tensor, torch.dtype, tuple[int, ...]]] = {
+            "categorical": (categorical, torch.int64, (n, len(schema.categorical))),
+            "numeric": (numeric, torch.float32, (n, len(schema.numeric_columns))),
+            "labels": (labels, torch.float32, (n, len(schema.tasks))),
+        }
+        if weights is not None:
+            expected["weights"] = (weights, torch.float32, (n,))
+        if groups is not None:
+            expected["groups"] = (groups, torch.int64, (n,))
+        for name, (tensor, dtype, shape) in expected.items():
+            if tensor.dtype != dtype or tuple(tensor.shape) != shape:
+                raise ValueError(
+                    f"Table.{name} must be {dtype} of shape {list(shape)}, "
+                    f"got {tensor.dtype} of shape {list(tensor.shape)}"
+                )
+        devices = {t.device for t, _, _ in expected.values()}
+        if len(devices) > 1:
+            raise ValueError(f"Table tensors must share one device, got {sorted(map(str, devices))}")
+        self.schema = schema
+        self.categorical = categorical
+        self.numeric = numeric
+        self.labels = labels
+        self.weights = weights
+        self.groups = groups
+        self.encoders = encoders
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_arrow(
+        cls,
+        table: pa.Table,
+        schema: Schema,
+        *,
+        encoders: Encoders | None = None,
+        origin: Origin | None = None,
+        require_labels: bool = True,
+    ) -> Table:
+        """Encode an Arrow table described by ``schema``.
+
+        Args:
+            encoders: fitted encoders to apply (validation / test / prediction data); fitted on ``table``
+                when None (training data).
+            origin: where the rows came from, for error messages.
+            require_labels: when False (prediction), absent label columns give all-NaN labels.
+        """
+        origin = origin or Origin()
+        if table.num_rows == 0:
+            raise DataError(f"{origin.source} has no data rows: nothing to read")
+        needed = {f.source: f"feature {f.name!r}" for f in schema.features}
+        if require_labels:
+            for t in schema.tasks:
+                needed.setdefault(t.column, f"the label of task {t.name!r}")
+        for what in ("group", "sample_weight"):
+            column = getattr(schema, what)
+            if column is not None:
+                needed.setdefault(column, f"the schema's {what}")
+        require_columns(
+            table,
+            needed,
+            origin,
+            hint="Rename the column(s) in the file, or point the schema at the right ones "
+            "(Feature.column / Task.label).",
+        )
+        if encoders is None:
+            encoders = Encoders.fit(table, schema, origin)
+        cat, num = encoders.encode(table, schema, origin)
+        labels = np.full((table.num_rows, len(schema.tasks)), np.nan, dtype=np.float32)
+        for j, t in enumerate(schema.tasks):
+            if t.column not in table.column_names:
+                continue
+            values = to_float(table.column(t.column), t.column, origin)
+            if require_labels and np.isnan(values).all():
+                raise DataError(
+                    f"task {t.name!r}: label column {t.column!r} of {origin.source} is empty "
+                    f"(all {len(values)} values missing); fill it, or drop the task from the schema"
+                )
+            check_labels(
+                values,
+                task=t.name,
+                kind=t.kind,
+                column=t.column,
+                origin=origin,
+                num_classes=t.num_classes,
+            )
+            labels[:, j] = values
+        weights = None
+        if schema.sample_weight is not None:
+            w = to_float(table.column(schema.sample_weight), schema.sample_weight, origin)
+            bad = ~np.isfinite(w) | (w < 0)
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                raise DataError(
+                    f"sample weight column {schema.sample_weight!r} has the value {w[row]:g} at "
+                    f"{origin.where(row)}; weights must be finite and >= 0"
+                )
+            weights = torch.from_numpy(w.astype(np.float32))
+        groups = None
+        if schema.group is not None:
+            codes = pc.dictionary_encode(to_strings(table.column(schema.group))).indices
+            g = np.asarray(pc.fill_null(codes, -1).to_numpy(zero_copy_only=False), np.int64)
+            groups = torch.from_numpy(g)
+        return cls(
+            encoders.fitted_schema(schema),
+            torch.from_numpy(cat),
+            torch.from_numpy(num),
+            torch.from_numpy(labels),
+            weights,
+            groups,
+            encoders,
+        )
+
+    @classmethod
+    def from_pandas(
+        cls,
+        frame: Any,
+        schema: Schema,
+        *,
+        encoders: Encoders | None = None,
+        require_labels: bool = True,
+    ) -> Table:
+        """Encode a pandas DataFrame (see :meth:`from_arrow`)."""
+        arrow = pa.Table.from_pandas(frame, preserve_index=False)
+        return cls.from_arrow(
+            arrow,
+            schema,
+            encoders=encoders,
+            origin=Origin("<DataFrame>"),
+            require_labels=require_labels,
+        )
+
+    # ------------------------------------------------------------------ basics
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __repr__(self) -> str:
+        return (
+            f"Table(rows={len(self)}, categorical={len(self.schema.categorical)}, "
+            f"numeric={self.numeric.shape[1]}, tasks={list(self.schema.task_names)}, "
+            f"device={self.device})"
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.labels.device
+
+    def label(self, task: str) -> Tensor:
+        """The label column of one task ([N], NaN where missing)."""
+        return self.labels[:, self.schema.task_names.index(self.schema.task(task).name)]
+
+    def _tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
+        return self.categorical, self.numeric, self.labels, self.weights, self.groups
+
+    def _with(self, tensors: Sequence[Tensor | None]) -> Table:
+        cat, num, lab, w, g = tensors
+        if cat is None or num is None or lab is None:
+            raise ValueError("a Table always has categorical, numeric and label tensors")
+        return Table(self.schema, cat, num, lab, w, g, self.encoders)
+
+    # ------------------------------------------------------------------ slicing
+    def subset(self, index: Tensor | np.ndarray | Sequence[int]) -> Table:
+        """The rows at ``index`` (integer positions, or a boolean mask of length N), in that order."""
+        idx = torch.as_tensor(np.asarray(index) if not isinstance(index, Tensor) else index)
+        if idx.dtype == torch.bool:
+            if idx.shape != (len(self),):
+                raise IndexError(f"a boolean mask must have shape [{len(self)}], got {list(idx.shape)}")
+            idx = idx.nonzero().flatten()
+        elif idx.numel() == 0:
+            idx = idx.to(torch.int64)
+        elif idx.is_floating_point() or idx.dim() != 1:
+            raise IndexError(f"subset takes a 1-D integer index or mask, got {idx.dtype} {list(idx.shape)}")
+        idx = idx.to(device=self.device, dtype=torch.int64)
+        if idx.numel() and (int(idx.min()) < -len(self) or int(idx.max()) >= len(self)):
+            raise IndexError(f"subset index out of range for a Table of {len(self)} rows")
+        idx = torch.where(idx < 0, idx + len(self), idx)
+        return self._with([None if t is None else t.index_select(0, idx) for t in self._tensors()])
+
+    def split(self, fractions: Sequence[float], seed: int = 0) -> tuple[Table, ...]:
+        """Random disjoint parts with the given fractions of the rows (which must sum to 1).
+
+        Rows are permuted with ``numpy.random.default_rng(seed).permutation(N)``; part ``i`` takes the next
+        ``floor(fractions[i] * N)`` rows of the permutation, the last part takes the rest. Each part keeps the
+        original row order.
+        """
+        fr = [float(f) for f in fractions]
+        if len(fr) < 2 or any(not (f > 0) for f in fr) or abs(sum(fr) - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must be >= 2 positive numbers summing to 1, got {fr}")
+        order = np.random.default_rng(seed).permutation(len(self))
+        sizes = [int(np.floor(f * len(self))) for f in fr[:-1]]
+        bounds = np.cumsum([0, *sizes, len(self) - sum(sizes)])
+        return tuple(self.subset(np.sort(order[bounds[i] : bounds[i + 1]])) for i in range(len(fr)))
+
+    def to(self, device: torch.device | str) -> Table:
+        """The same Table with every tensor on ``device``."""
+        return self._with([None if t is None else t.to(device) for t in self._tensors()])
+
+    def batches(
+        self,
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+    ) -> Iterator[Batch]:
+        """Mini-batches covering every row once.
+
+        With ``shuffle`` the order is ``torch.randperm(N)`` from a generator seeded with ``seed`` (pass
+        ``seed + epoch`` for a new order each epoch); without, batches are contiguous views (no copy).
+        """
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        n = len(self)
+        stop = n - n % batch_size if drop_last else n
+        tensors = self._tensors()
+        if not shuffle:
+            for start in range(0, stop, batch_size):
+                yield _batch([None if t is None else t[start : start + batch_size] for t in tensors])
+            return
+        generator = torch.Generator().manual_seed(seed)
+        order = torch.randperm(n, generator=generator).to(self.device)
+        for start in range(0, stop, batch_size):
+            idx = order[start : start + batch_size]
+            yield _batch([None if t is None else t.index_select(0, idx) for t in tensors])
+
+    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
+        return len(self) // batch_size if drop_last else -(-len(self) // batch_size)
+
+    # ------------------------------------------------------------------ description
+    def describe(self) -> dict[str, Any]:
+        """Rows, features and per-task label statistics (rate, missing count), as plain data."""
+        features: list[dict[str, Any]] = []
+        for f in self.schema.features:
+            entry: dict[str, Any] = {"name": f.name, "kind": f.kind, "column": f.source}
+            if f.kind == "categorical":
+                col = self.categorical[:, self.schema.categorical.index(f)]
+                entry["vocab_size"] = f.vocab_size
+                entry["unknown_rate"] = float((col == 0).float().mean()) if len(self) else 0.0
+            if f.towers:
+                entry["towers"] = list(f.towers)
+            features.append(entry)
+        tasks: list[dict[str, Any]] = []
+        for j, t in enumerate(self.schema.tasks):
+            y = self.labels[:, j]
+            present = ~torch.isnan(y)
+            known = y[present].double()
+            entry = {
+                "name": t.name,
+                "kind": t.kind,
+                "label": t.column,
+                "labelled": int(present.sum()),
+                "missing": int((~present).sum()),
+            }
+            if t.kind == "binary":
+                entry["positive_rate"] = float(known.mean()) if known.numel() else float("nan")
+            elif t.kind == "regression":
+                entry["mean"] = float(known.mean()) if known.numel() else float("nan")
+                entry["std"] = float(known.std()) if known.numel() > 1 else float("nan")
+            else:
+                counts = torch.bincount(known.long(), minlength=t.num_classes or 0)
+                entry["class_counts"] = counts.tolist()
+            tasks.append(entry)
+        return {
+            "rows": len(self),
+            "categorical_columns": len(self.schema.categorical),
+            "numeric_columns": int(self.numeric.shape[1]),
+            "features": features,
+            "tasks": tasks,
+            "groups": int(self.groups.unique().numel()) if self.groups is not None else None,
+            "sample_weight": self.schema.sample_weight,
+        }
