@@ -270,6 +270,11 @@ class Schema:
                     f"Schema {what} column {column!r} is read by feature {inputs[column]!r}; "
                     f"{what} columns are never inputs"
                 )
+        if self.group is not None and self.group == self.sample_weight:
+            raise SchemaError(
+                f"Schema group and sample_weight both name the column {self.group!r}: a query / user id "
+                f"column cannot also hold loss weights; point one of them at another column"
+            )
         self._index["features"] = {f.name: f for f in self.features}
         self._index["tasks"] = {t.name: t for t in self.tasks}
 

@@ -98,7 +98,7 @@ def to_float(array: pa.Array | pa.ChunkedArray, column: str, origin: Origin) -> 
 
 
 def to_strings(array: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """Category values as strings (null stays null); integral floats print as integers (1.0 -> "1")."""
+    """Category values as strings (null and NaN give null); integral floats print as integers (1.0 -> "1")."""
     array = _combine(array)
     kind = array.type
     if pa.types.is_string(kind):
@@ -108,6 +108,9 @@ def to_strings(array: pa.Array | pa.ChunkedArray) -> pa.Array:
     if pa.types.is_null(kind):
         return pa.nulls(len(array), pa.string())
     if pa.types.is_floating(kind):
+        # NaN is a missing value, not a category: without this it would print as "nan", or as an arbitrary
+        # integer once cast to int64 below.
+        array = pc.if_else(pc.is_nan(array), pa.scalar(None, kind), array)
         values = array.to_numpy(zero_copy_only=False)
         finite = values[~np.isnan(values)]
         if np.all(finite == np.round(finite)) and (finite.size == 0 or np.abs(finite).max() < 2**53):

@@ -24,6 +24,7 @@ LABELS = ("click", "purchase")
 
 def load_ali_ccp(
     path: str | None = None,
+    data_dir: str | None = None,
     purchase: Conversion = "entire_space",
     valid_fraction: float = 0.1,
     seed: int = 0,
@@ -32,11 +33,12 @@ def load_ali_ccp(
     """Ali-CCP Splits from a folder of ``*train*`` / ``*val*`` / ``*test*`` CSV files.
 
     Args:
-        path: the folder; defaults to ``<data dir>/ali-ccp-sample`` (the 100 / 50 / 50 row sample).
+        path: the folder; defaults to ``<data_dir>/ali-ccp-sample`` (the 100 / 50 / 50 row sample).
+        data_dir: root data folder (else ``MTLKIT_DATA_DIR``, else the user cache).
         valid_fraction: share of the train rows held out for validation when there is no valid file.
     """
     _conversion_rule(purchase)
-    folder = Path(path) if path is not None else resolve_data_dir() / "ali-ccp-sample"
+    folder = Path(path) if path is not None else resolve_data_dir(data_dir) / "ali-ccp-sample"
 
     def prepare(table: pa.Table) -> pa.Table:
         return mask_unless(table, "purchase", "click") if purchase == "clicked_only" else table

@@ -31,6 +31,7 @@ def _conversion_rule(conversion: str) -> None:
 
 def load_aliexpress(
     path: str | None = None,
+    data_dir: str | None = None,
     conversion: Conversion = "entire_space",
     valid_fraction: float = 0.1,
     seed: int = 0,
@@ -39,11 +40,12 @@ def load_aliexpress(
     """AliExpress Splits from a folder of ``*train*`` / ``*test*`` (and optional ``*val*``) CSV files.
 
     Args:
-        path: the folder; defaults to ``<data dir>/aliexpress-sample`` (the 100 / 20 row sample).
+        path: the folder; defaults to ``<data_dir>/aliexpress-sample`` (the 100 / 20 row sample).
+        data_dir: root data folder (else ``MTLKIT_DATA_DIR``, else the user cache).
         valid_fraction: share of the train rows held out for validation when there is no valid file.
     """
     _conversion_rule(conversion)
-    folder = Path(path) if path is not None else resolve_data_dir() / "aliexpress-sample"
+    folder = Path(path) if path is not None else resolve_data_dir(data_dir) / "aliexpress-sample"
 
     def prepare(table: pa.Table) -> pa.Table:
         return mask_unless(table, "conversion", "click") if conversion == "clicked_only" else table

@@ -1,0 +1,259 @@
+"""The ``mtlkit`` command line.
+
+    mtlkit data list
+    mtlkit data describe NAME [--set key=value ...] [--data-dir DIR] [--json]
+    mtlkit data describe FILE.csv|FILE.parquet --label COLUMN [--label ...] [--json]
+
+Errors caused by the user (bad names, files, values) print one message and exit with status 2, never a stack
+trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import types
+import typing
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from mtlkit.data.datasets import dataset_loader, list_datasets, load_dataset
+from mtlkit.data.readers import CSV_SUFFIXES, PARQUET_SUFFIXES, read_table
+from mtlkit.data.table import Table
+from mtlkit.errors import MtlkitError, did_you_mean, listing
+
+
+#: Longer feature lists are cut in the printed summary (``--json`` has them all).
+MAX_FEATURE_ROWS = 40
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 2 bad input)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        return handler(args)
+    except MtlkitError as exc:
+        print(f"mtlkit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mtlkit: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mtlkit", description="Multi-task and multi-objective learning for ranking."
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    data = commands.add_parser("data", help="list, describe and inspect data sets and files")
+    data_commands = data.add_subparsers(title="data commands", metavar="SUBCOMMAND")
+    data.set_defaults(handler=lambda _args: _print_help(data))
+
+    listing_parser = data_commands.add_parser("list", help="the registered data sets")
+    listing_parser.set_defaults(handler=_data_list)
+
+    describe = data_commands.add_parser(
+        "describe",
+        help="rows, features, tasks, label rates and missing labels of a data set or file",
+        description="Describe a registered data set (see 'mtlkit data list') or a CSV / Parquet file.",
+    )
+    describe.add_argument("name", help="a data set name, or the path of a CSV / Parquet file")
+    describe.add_argument(
+        "--set",
+        dest="params",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a data set parameter, e.g. --set correlation=0.9 --set tasks=3 (repeatable)",
+    )
+    describe.add_argument(
+        "--data-dir", help="root data folder (default: $MTLKIT_DATA_DIR, else ~/.cache/mtlkit)"
+    )
+    describe.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        help="for a file: a label column (repeatable); the schema is inferred and printed",
+    )
+    describe.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    describe.set_defaults(handler=_data_describe)
+    return parser
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+# ---------------------------------------------------------------------------------------------- data list
+def _data_list(args: argparse.Namespace) -> int:
+    console = Console()
+    table = RichTable(title="mtlkit data sets", show_lines=False)
+    table.add_column("name", style="bold")
+    table.add_column("what")
+    for name in list_datasets():
+        doc = (dataset_loader(name).__doc__ or "").strip().splitlines()[0].replace("``", "")
+        table.add_row(name, doc)
+    console.print(table)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ data describe
+def _is_file_argument(name: str) -> bool:
+    lowered = name.lower()
+    for suffix in (".gz", ".bz2", ".zst"):
+        lowered = lowered.removesuffix(suffix)
+    return lowered.endswith(CSV_SUFFIXES + PARQUET_SUFFIXES) or Path(name).exists()
+
+
+def _data_describe(args: argparse.Namespace) -> int:
+    if _is_file_argument(args.name):
+        if args.params or args.data_dir:
+            raise MtlkitError("--set and --data-dir are for registered data sets, not files")
+        schema_out = sys.stderr if args.json else sys.stdout
+        table = read_table(args.name, labels=args.label, out=schema_out)
+        parts = {"file": table}
+        title, note = args.name, f"{args.name} (schema inferred from labels {args.label})"
+    else:
+        if args.label:
+            raise MtlkitError(
+                "--label is for files; a registered data set knows its tasks"
+                f"{did_you_mean(args.name, list_datasets())}"
+            )
+        params = parse_params(args.name, args.params)
+        if args.data_dir is not None:
+            params = _with_data_dir(args.name, params, args.data_dir)
+        splits = load_dataset(args.name, **params)
+        parts = splits.parts()
+        title, note = args.name, splits.note
+    summary = {"name": title, "note": note, "parts": {k: t.describe() for k, t in parts.items()}}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        _print_summary(title, note, parts)
+    return 0
+
+
+def _with_data_dir(name: str, params: dict[str, Any], data_dir: str) -> dict[str, Any]:
+    if "data_dir" not in typing.get_type_hints(dataset_loader(name)):
+        raise MtlkitError(f"data set {name!r} reads no files, so --data-dir does not apply")
+    return {**params, "data_dir": data_dir}
+
+
+def parse_params(name: str, items: Sequence[str]) -> dict[str, Any]:
+    """``["k=v", ...]`` -> typed keyword arguments for a data set's loader (types from its signature)."""
+    hints = typing.get_type_hints(dataset_loader(name))
+    hints.pop("return", None)
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise MtlkitError(f"--set takes KEY=VALUE, got {item!r}")
+        if key not in hints:
+            raise MtlkitError(
+                f"data set {name!r} has no parameter {key!r}{did_you_mean(key, hints)}; "
+                f"it accepts {listing(hints, limit=30)}"
+            )
+        params[key] = coerce(text.strip(), hints[key], f"--set {key}")
+    return params
+
+
+def coerce(text: str, annotation: Any, what: str) -> Any:
+    """Convert command-line text to ``annotation`` (bool, int, float, str, Literal, Optional of those)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if text.lower() in ("none", "null") and len(options) < len(typing.get_args(annotation)):
+            return None
+        errors = []
+        for option in options:
+            try:
+                return coerce(text, option, what)
+            except MtlkitError as exc:
+                errors.append(str(exc))
+        raise MtlkitError("; ".join(errors))
+    if origin is typing.Literal:
+        choices = [str(c) for c in typing.get_args(annotation)]
+        if text not in choices:
+            raise MtlkitError(
+                f"{what} must be one of {listing(choices)}, got {text!r}{did_you_mean(text, choices)}"
+            )
+        return text
+    if annotation is bool:
+        lowered = text.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise MtlkitError(f"{what} must be true or false, got {text!r}")
+    if annotation in (int, float):
+        try:
+            return annotation(text)
+        except ValueError:
+            raise MtlkitError(f"{what} must be {annotation.__name__}, got {text!r}") from None
+    return text
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _print_summary(title: str, note: str, parts: dict[str, Table]) -> None:
+    console = Console()
+    console.print(f"[bold]{title}[/bold]: {note}")
+    first = next(iter(parts.values()))
+    schema = first.schema
+    info = {k: t.describe() for k, t in parts.items()}
+    sizes = ", ".join(f"{k} {len(t):,}" for k, t in parts.items())
+    console.print(
+        f"rows: {sizes}; features: {len(schema.categorical)} categorical, {len(schema.numeric)} numeric "
+        f"({first.numeric.shape[1]} numeric columns)"
+        + (f"; group column {schema.group!r}" if schema.group else "")
+        + (f"; sample weight {schema.sample_weight!r}" if schema.sample_weight else "")
+    )
+    tasks = RichTable(title="tasks")
+    for column in ("task", "kind", "label", "part", "labelled", "missing", "rate / mean"):
+        tasks.add_column(column, justify="right" if column in ("labelled", "missing") else "left")
+    for j, task in enumerate(schema.tasks):
+        for i, part in enumerate(parts):
+            entry = info[part]["tasks"][j]
+            rate = entry.get("positive_rate", entry.get("mean", entry.get("class_counts")))
+            head = [task.name, task.kind, task.column] if i == 0 else ["", "", ""]
+            tasks.add_row(*head, part, f"{entry['labelled']:,}", f"{entry['missing']:,}", _fmt(rate))
+    console.print(tasks)
+    features = RichTable(title=f"features (fitted on {next(iter(parts))})")
+    for column in ("feature", "kind", "column", "vocab size", "unknown rate", "towers"):
+        features.add_column(column)
+    entries = info[next(iter(parts))]["features"]
+    shown = entries if len(entries) <= MAX_FEATURE_ROWS else entries[: MAX_FEATURE_ROWS - 5]
+    for entry in shown:
+        features.add_row(
+            entry["name"],
+            entry["kind"],
+            entry["column"],
+            _fmt(entry.get("vocab_size")),
+            _fmt(entry.get("unknown_rate")),
+            ",".join(entry.get("towers", [])) or "shared",
+        )
+    if len(shown) < len(entries):
+        features.add_row(f"... {len(entries) - len(shown)} more", "", "", "", "", "")
+    console.print(features)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
