@@ -158,7 +158,11 @@ def git_commit() -> str | None:
 
 
 def fmt_rate(rows_per_s: float) -> str:
-    return f"{rows_per_s:,.0f}"
+    """Rows per second to 3 significant digits (the machine is noisy), with thousands separators."""
+    if rows_per_s <= 0:
+        return "0"
+    exponent = math.floor(math.log10(rows_per_s))
+    return f"{round(rows_per_s, 2 - exponent):,.{max(0, 2 - exponent)}f}"
 
 
 def fmt_seconds(seconds: float) -> str:
@@ -185,7 +189,7 @@ def docs_section(result: dict[str, Any]) -> str:
         f"One shuffled epoch over {result['rows']:,} rows x {cols['total']} columns "
         f"({cols['categorical']} categorical int64, {cols['numeric']} numeric float32, "
         f"{cols['labels']} binary labels), batch size {bs}, {result['threads']} torch threads, CPU; "
-        f"median of {result['repeats']} interleaved rounds. Each batch is only counted (rows += batch size).{loader_note}",
+        f"median of {result['repeats']} interleaved rounds. Each batch is only counted (rows += len(batch)).{loader_note}",
         "",
         "| loader | median s/epoch | rows/s | vs DataLoader |",
         "|---|---:|---:|---:|",

@@ -22,8 +22,18 @@ def test_data_list_names_every_dataset(capsys: pytest.CaptureFixture[str]) -> No
 
 def test_describe_synthetic_as_json_takes_typed_parameters(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(
-        ["data", "describe", "synthetic", "--set", "tasks=3", "--set", "binary=true",
-         "--set", "train_rows=400", "--json"]
+        [
+            "data",
+            "describe",
+            "synthetic",
+            "--set",
+            "tasks=3",
+            "--set",
+            "binary=true",
+            "--set",
+            "train_rows=400",
+            "--json",
+        ]
     )
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
@@ -41,7 +51,8 @@ def test_describe_census_prints_rows_tasks_and_rates(
     rows = {part: info["rows"] for part, info in summary["parts"].items()}
     assert sum(rows.values()) == 99_762
     income = summary["parts"]["train"]["tasks"][0]
-    assert income["name"] == "income" and income["missing"] == 0
+    assert income["name"] == "income"
+    assert income["missing"] == 0
     assert 0.05 < income["positive_rate"] < 0.075
     assert "default_rng(0)" in summary["note"]
 
@@ -49,11 +60,13 @@ def test_describe_census_prints_rows_tasks_and_rates(
 def test_describe_table_output_has_the_missing_label_counts(
     data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["data", "describe", "aliexpress", "--set", "conversion=clicked_only",
-                 "--data-dir", str(data_dir)])
+    code = main(
+        ["data", "describe", "aliexpress", "--set", "conversion=clicked_only", "--data-dir", str(data_dir)]
+    )
     assert code == 0
     out = capsys.readouterr().out
-    assert "conversion" in out and "missing" in out
+    assert "conversion" in out
+    assert "missing" in out
     assert "36" in out  # 36 unclicked training rows have their conversion label masked
 
 
@@ -64,7 +77,8 @@ def test_describe_a_file_infers_and_prints_the_schema(
     path.write_text("user,price,click\nu1,1.5,1\nu2,2.0,0\nu1,,1\n")
     assert main(["data", "describe", str(path), "--label", "click"]) == 0
     out = capsys.readouterr().out
-    assert "schema:" in out and "name: user" in out.replace("{", "").replace("'", "")
+    assert "schema:" in out
+    assert "name: user" in out.replace("{", "").replace("'", "")
     assert "click" in out
 
 
@@ -104,7 +118,9 @@ def test_coerce_handles_optional_and_literal_types() -> None:
 def test_console_script_runs_and_fails_cleanly() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "mtlkit.cli", "data", "describe", "nope"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 2
     assert "unknown dataset 'nope'" in done.stderr

@@ -27,7 +27,6 @@ from mtlkit.data.readers import CSV_SUFFIXES, PARQUET_SUFFIXES, read_table
 from mtlkit.data.table import Table
 from mtlkit.errors import MtlkitError, did_you_mean, listing
 
-
 #: Longer feature lists are cut in the printed summary (``--json`` has them all).
 MAX_FEATURE_ROWS = 40
 

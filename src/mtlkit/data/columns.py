@@ -80,21 +80,33 @@ def to_float(array: pa.Array | pa.ChunkedArray, column: str, origin: Origin) -> 
             pass
         values = trimmed.to_pylist()
         for row, value in enumerate(values):
-            if value is None:
+            if value is None or _arrow_reads_as_float(value):
                 continue
-            try:
-                float(value)
-            except ValueError:
-                raise DataError(
-                    f"column {column!r} should hold numbers but has the text {value!r} at "
-                    f"{origin.where(row)}. Fix or blank that value (blank = missing), or declare the "
-                    f"feature categorical."
-                ) from None
-        raise DataError(f"column {column!r} of {origin.source} could not be read as numbers")
+            raise DataError(
+                f"column {column!r} should hold numbers but has the text {value!r} at "
+                f"{origin.where(row)}. Fix or blank that value (blank = missing), or declare the "
+                f"feature categorical."
+            )
+        raise DataError(
+            f"column {column!r} of {origin.source} could not be read as numbers; check its values, or "
+            f"declare the feature categorical."
+        )
     raise DataError(
         f"column {column!r} of {origin.source} has type {kind}, which mtlkit cannot use as a number; "
         f"convert it to numbers or declare the feature categorical."
     )
+
+
+def _arrow_reads_as_float(text: str) -> bool:
+    """Whether Arrow casts ``text`` to a float: Python's ``float`` without the forms only Python accepts
+    (``1_000``, non-ASCII digits)."""
+    if not text.isascii() or "_" in text:
+        return False
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def to_strings(array: pa.Array | pa.ChunkedArray) -> pa.Array:

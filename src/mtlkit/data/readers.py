@@ -8,7 +8,7 @@ given). Without a Schema, ``infer_schema`` guesses one from the file and the lab
 from __future__ import annotations
 
 import csv
-import gzip
+import io
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,22 +23,20 @@ import yaml
 
 from mtlkit.data.columns import Origin, check_labels, require_columns, to_float
 from mtlkit.data.encoders import Encoders
-from mtlkit.data.table import Table
-from mtlkit.errors import DataError
+from mtlkit.data.table import COLUMN_HINT, Table, needed_columns
+from mtlkit.errors import DataError, did_you_mean
 from mtlkit.schema import Feature, Schema, Task
 
 #: Texts read as a missing value in CSV files (an empty field always is).
 NULL_VALUES = ("", "NA", "N/A", "NaN", "nan", "NULL", "null", "None", "#N/A")
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")
+COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".lz4")
 
 
 def file_format(path: str | Path) -> str:
     """``"csv"`` or ``"parquet"`` from the file name (a ``.gz`` / ``.bz2`` / ``.zst`` CSV is fine)."""
-    name = Path(path).name.lower()
-    for comp in (".gz", ".bz2", ".zst", ".lz4"):
-        if name.endswith(comp):
-            name = name[: -len(comp)]
+    name = _uncompressed_name(Path(path))
     if name.endswith(PARQUET_SUFFIXES):
         return "parquet"
     if name.endswith(CSV_SUFFIXES):
@@ -46,6 +44,41 @@ def file_format(path: str | Path) -> str:
     raise DataError(
         f"cannot tell the format of {path}: name it *.csv, *.tsv, *.txt (optionally .gz) or *.parquet"
     )
+
+
+def _uncompressed_name(path: Path) -> str:
+    """The lower-case file name without a compression suffix: ``data.tsv.gz`` -> ``data.tsv``."""
+    name = path.name.lower()
+    for comp in COMPRESSION_SUFFIXES:
+        if name.endswith(comp):
+            return name[: -len(comp)]
+    return name
+
+
+def _delimiter(path: Path, delimiter: str | None) -> str:
+    """``delimiter`` when given, else a tab for ``*.tsv`` (compressed or not) and a comma otherwise."""
+    if delimiter:
+        return delimiter
+    return "\t" if _uncompressed_name(path).endswith(".tsv") else ","
+
+
+def _check_file(path: Path) -> None:
+    """Fail unless ``path`` is an existing, non-empty file, saying what to do."""
+    if not path.exists():
+        folder = path.parent
+        if folder.is_dir():
+            hint = did_you_mean(path.name, [q.name for q in folder.iterdir()])
+        else:
+            hint = f" (the folder {folder} does not exist either)"
+        relative = "" if path.is_absolute() else f" (relative to the current folder, {Path.cwd()})"
+        raise DataError(f"file not found: {path}{hint}. Check the path{relative}.")
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; give the path of a CSV or Parquet file")
+    if path.stat().st_size == 0:
+        raise DataError(
+            f"{path} is empty (0 bytes): nothing to read. Check that it is the right file and that it was "
+            f"written completely (a CSV needs a header line and rows)."
+        )
 
 
 def read_arrow(
@@ -63,12 +96,7 @@ def read_arrow(
         column_names: for a CSV without a header line, the names of its columns.
     """
     p = Path(path)
-    if not p.exists():
-        raise DataError(f"file not found: {p}")
-    if p.is_dir():
-        raise DataError(f"{p} is a folder; give the path of a CSV or Parquet file")
-    if p.stat().st_size == 0:
-        raise DataError(f"{p} is empty (0 bytes): nothing to read")
+    _check_file(p)
     fmt = file_format(p)
     if fmt == "parquet":
         try:
@@ -83,7 +111,7 @@ def read_arrow(
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"cannot read Parquet file {p}: {exc}") from None
         return table, Origin(str(p))
-    sep = delimiter or ("\t" if p.name.lower().split(".")[-1] == "tsv" else ",")
+    sep = _delimiter(p, delimiter)
     read_opts = pacsv.ReadOptions(
         column_names=list(column_names) if column_names is not None else None,
         block_size=1 << 24,
@@ -120,13 +148,25 @@ def read_arrow(
 
 
 def _csv_header(path: Path, sep: str) -> list[str]:
-    """The names on the first line of a CSV file (gzip-compressed or not)."""
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rt", newline="", encoding="utf-8") as handle:
-        try:
-            return next(csv.reader(handle, delimiter=sep))
-        except StopIteration:
-            raise DataError(f"{path} is empty: it has no header line and no rows") from None
+    """The names on the first line of a CSV file, as pyarrow reads them.
+
+    The file is decompressed by its suffix (.gz, .bz2, .zst, .lz4) like ``pyarrow.csv.read_csv`` does, and a
+    UTF-8 byte order mark (written by Excel) is dropped from the first name.
+    """
+    try:
+        with (
+            pa.input_stream(str(path), compression="detect") as raw,
+            io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as handle,
+        ):
+            header = next(csv.reader(handle, delimiter=sep), None)
+    except (OSError, UnicodeDecodeError, pa.ArrowInvalid) as exc:
+        raise DataError(
+            f"cannot read the header line of {path}: {exc}. Check that it is UTF-8 text and that a "
+            f"compressed file has the suffix of its compression (.gz, .bz2, .zst, .lz4)."
+        ) from None
+    if header is None:
+        raise DataError(f"{path} is empty: it has no header line and no rows")
+    return header
 
 
 def read_table(
@@ -159,11 +199,16 @@ def read_table(
         )
         print(schema_yaml(schema), file=stream)
     else:
-        wanted = list(schema.source_columns)
-        if not require_labels:
-            header = _available_columns(path, delimiter, column_names)
-            labels_absent = {t.column for t in schema.tasks} - set(header)
-            wanted = [c for c in wanted if c not in labels_absent]
+        header = _available_columns(path, delimiter, column_names)
+        needed = needed_columns(schema, require_labels)
+        require_columns(
+            pa.table({c: pa.array([], pa.null()) for c in header}),
+            needed,
+            Origin(str(path)),
+            hint=COLUMN_HINT,
+        )
+        # label columns a prediction file lacks are left out; those it has are read (and checked)
+        wanted = [c for c in schema.source_columns if c in needed or c in header]
         arrow, origin = read_arrow(path, wanted, delimiter=delimiter, column_names=column_names)
     return Table.from_arrow(arrow, schema, encoders=encoders, origin=origin, require_labels=require_labels)
 
@@ -171,15 +216,18 @@ def read_table(
 def _available_columns(
     path: str | Path, delimiter: str | None, column_names: Sequence[str] | None
 ) -> list[str]:
+    """The column names of a CSV / Parquet file, reading only its header or metadata."""
     p = Path(path)
-    if not p.exists():
-        raise DataError(f"file not found: {p}")
+    _check_file(p)
+    fmt = file_format(p)
     if column_names is not None:
         return list(column_names)
-    if file_format(p) == "parquet":
-        return list(pq.read_schema(p).names)
-    sep = delimiter or ("\t" if p.name.lower().split(".")[-1] == "tsv" else ",")
-    return _csv_header(p, sep)
+    if fmt == "parquet":
+        try:
+            return list(pq.read_schema(p).names)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"cannot read Parquet file {p}: {exc}") from None
+    return _csv_header(p, _delimiter(p, delimiter))
 
 
 def write_table(table: pa.Table, path: str | Path) -> None:
@@ -287,7 +335,9 @@ def schema_yaml(schema: Schema) -> str:
             {
                 k: v
                 for k, v in _plain(t).items()
-                if k in ("name", "kind") or v != _plain_value(default.get(k, defaults_t[k]))
+                if k in ("name", "kind")
+                or (k == "num_classes" and v is not None)  # a multiclass task cannot be built without it
+                or v != _plain_value(default.get(k, defaults_t[k]))
             }
         )
     body: dict[str, Any] = {"features": features, "tasks": tasks}

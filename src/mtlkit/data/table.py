@@ -25,8 +25,30 @@ from torch import Tensor
 
 from mtlkit.data.columns import Origin, check_labels, require_columns, to_float, to_strings
 from mtlkit.data.encoders import Encoders
+from mtlkit.data.split import split_indices
 from mtlkit.errors import DataError
 from mtlkit.schema import Schema
+
+#: What to do about a column the Schema needs and a file lacks.
+COLUMN_HINT = (
+    "Rename the column(s) in the file, or point the schema at the right ones (Feature.column / Task.label)."
+)
+
+
+def needed_columns(schema: Schema, require_labels: bool = True) -> dict[str, str]:
+    """Every column ``schema`` reads, mapped to who needs it (``"feature 'age'"``), for error messages.
+
+    Label columns are left out when ``require_labels`` is False (prediction files may lack them).
+    """
+    needed = {f.source: f"feature {f.name!r}" for f in schema.features}
+    if require_labels:
+        for t in schema.tasks:
+            needed.setdefault(t.column, f"the label of task {t.name!r}")
+    for what in ("group", "sample_weight"):
+        column = getattr(schema, what)
+        if column is not None:
+            needed.setdefault(column, f"the schema's {what}")
+    return needed
 
 
 @dataclass(frozen=True)
@@ -126,22 +148,11 @@ class Table:
         """
         origin = origin or Origin()
         if table.num_rows == 0:
-            raise DataError(f"{origin.source} has no data rows: nothing to read")
-        needed = {f.source: f"feature {f.name!r}" for f in schema.features}
-        if require_labels:
-            for t in schema.tasks:
-                needed.setdefault(t.column, f"the label of task {t.name!r}")
-        for what in ("group", "sample_weight"):
-            column = getattr(schema, what)
-            if column is not None:
-                needed.setdefault(column, f"the schema's {what}")
-        require_columns(
-            table,
-            needed,
-            origin,
-            hint="Rename the column(s) in the file, or point the schema at the right ones "
-            "(Feature.column / Task.label).",
-        )
+            raise DataError(
+                f"{origin.source} has no data rows: nothing to read. Check that it is the right file "
+                f"and that it was written completely (a CSV needs rows below its header line)."
+            )
+        require_columns(table, needed_columns(schema, require_labels), origin, hint=COLUMN_HINT)
         if encoders is None:
             encoders = Encoders.fit(table, schema, origin)
         cat, num = encoders.encode(table, schema, origin)
@@ -250,8 +261,13 @@ class Table:
         elif idx.is_floating_point() or idx.dim() != 1:
             raise IndexError(f"subset takes a 1-D integer index or mask, got {idx.dtype} {list(idx.shape)}")
         idx = idx.to(device=self.device, dtype=torch.int64)
-        if idx.numel() and (int(idx.min()) < -len(self) or int(idx.max()) >= len(self)):
-            raise IndexError(f"subset index out of range for a Table of {len(self)} rows")
+        outside = (idx < -len(self)) | (idx >= len(self))
+        if bool(outside.any()):
+            bad = int(idx[outside][0])
+            raise IndexError(
+                f"subset index {bad} is out of range for a Table of {len(self)} rows "
+                f"(valid: {-len(self)}..{len(self) - 1})"
+            )
         idx = torch.where(idx < 0, idx + len(self), idx)
         return self._with([None if t is None else t.index_select(0, idx) for t in self._tensors()])
 
@@ -260,15 +276,9 @@ class Table:
 
         Rows are permuted with ``numpy.random.default_rng(seed).permutation(N)``; part ``i`` takes the next
         ``floor(fractions[i] * N)`` rows of the permutation, the last part takes the rest. Each part keeps the
-        original row order.
+        original row order. The rule is ``mtlkit.data.split.split_indices``, which the data set loaders use too.
         """
-        fr = [float(f) for f in fractions]
-        if len(fr) < 2 or any(not (f > 0) for f in fr) or abs(sum(fr) - 1.0) > 1e-6:
-            raise ValueError(f"split fractions must be >= 2 positive numbers summing to 1, got {fr}")
-        order = np.random.default_rng(seed).permutation(len(self))
-        sizes = [int(np.floor(f * len(self))) for f in fr[:-1]]
-        bounds = np.cumsum([0, *sizes, len(self) - sum(sizes)])
-        return tuple(self.subset(np.sort(order[bounds[i] : bounds[i + 1]])) for i in range(len(fr)))
+        return tuple(self.subset(part) for part in split_indices(len(self), fractions, seed))
 
     def to(self, device: torch.device | str) -> Table:
         """The same Table with every tensor on ``device``."""

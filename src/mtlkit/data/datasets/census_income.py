@@ -24,9 +24,10 @@ import pyarrow.csv as pacsv
 
 from mtlkit.data.columns import Origin
 from mtlkit.data.datasets import Splits
-from mtlkit.data.datasets.common import make_splits, permuted_parts
+from mtlkit.data.datasets.common import make_splits
 from mtlkit.data.download import download_file
 from mtlkit.data.paths import data_dir as resolve_data_dir
+from mtlkit.data.split import split_indices
 from mtlkit.errors import DataError
 from mtlkit.schema import Feature, Schema, Task
 
@@ -185,7 +186,7 @@ def load_census_income(
     origin_test = Origin(f"{files['test']} (permuted rows)")
     if "train" in files:
         train = _derive_labels(read_census(files["train"]))
-        valid_idx, test_idx = permuted_parts(test.num_rows, (0.5, 0.5), seed=0)
+        valid_idx, test_idx = split_indices(test.num_rows, (0.5, 0.5), seed=0)
         parts = {
             "train": (train, Origin(str(files["train"]), first_line=1)),
             "valid": (test.take(pa.array(valid_idx)), origin_test),
@@ -197,7 +198,7 @@ def load_census_income(
             f"(numpy.random.default_rng(0) permutation, {len(valid_idx)} / {len(test_idx)} rows)"
         )
     else:
-        idx = permuted_parts(test.num_rows, FIXED_SPLIT, seed=0)
+        idx = split_indices(test.num_rows, FIXED_SPLIT, seed=0)
         parts = {
             part: (test.take(pa.array(rows)), origin_test)
             for part, rows in zip(("train", "valid", "test"), idx, strict=True)

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from mtlkit.data.columns import Origin
 from mtlkit.data.datasets import Splits
 from mtlkit.data.readers import read_arrow
+from mtlkit.data.split import split_indices
 from mtlkit.data.table import Table
 from mtlkit.errors import DataError
 from mtlkit.schema import Schema
@@ -31,18 +31,6 @@ def make_splits(
         arrow, origin = parts[part]
         encoded[part] = Table.from_arrow(arrow, schema, encoders=train.encoders, origin=origin)
     return Splits(name, encoded["train"], encoded["valid"], encoded["test"], note)
-
-
-def permuted_parts(n: int, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
-    """Row indices of consecutive parts of ``numpy.random.default_rng(seed).permutation(n)``, each sorted.
-
-    Part ``i`` takes ``floor(fractions[i] * n)`` rows; the last part takes the rest. This is the same rule as
-    ``Table.split``, so a split of a file's rows and a split of its Table agree.
-    """
-    order = np.random.default_rng(seed).permutation(n)
-    sizes = [int(np.floor(f * n)) for f in fractions[:-1]]
-    bounds = np.cumsum([0, *sizes, n - sum(sizes)])
-    return [np.sort(order[bounds[i] : bounds[i + 1]]) for i in range(len(fractions))]
 
 
 def find_part_files(folder: Path, dataset: str) -> dict[str, Path]:
@@ -101,7 +89,7 @@ def read_parts(
         if not 0 < valid_fraction < 1:
             raise DataError(f"valid_fraction must be in (0, 1), got {valid_fraction}")
         train, origin = parts["train"]
-        keep, held = permuted_parts(train.num_rows, (1 - valid_fraction, valid_fraction), seed)
+        keep, held = split_indices(train.num_rows, (1 - valid_fraction, valid_fraction), seed)
         carved = Origin(f"{origin.source} (permuted rows)")
         parts["train"] = (train.take(pa.array(keep)), carved)
         parts["valid"] = (train.take(pa.array(held)), carved)
