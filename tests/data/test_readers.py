@@ -497,3 +497,81 @@ def test_ragged_csv(tmp_path: Path) -> None:
     with pytest.raises(DataError) as info:
         read_table(path, SCHEMA)
     _says(str(info.value), f"cannot parse CSV file {path}", "delimiter")
+
+
+# ------------------------------------------------------------------------------ fixes after the first review
+def test_text_far_down_a_big_csv_is_reported_with_its_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Types are inferred from the first block; a bad value in a later block still gets row and value."""
+    import mtlkit.data.readers as readers
+
+    monkeypatch.setattr(readers, "CSV_BLOCK_SIZE", 1 << 10)  # many small blocks
+    rows = ["x,y"] + [f"{i},{i % 2}" for i in range(2000)]
+    rows[1501] = "oops,1"  # data row 1501 -> line 1502
+    path = tmp_path / "late.csv"
+    path.write_text("\n".join(rows) + "\n")
+    schema = Schema((Feature("x", "numeric"),), (Task("y", "binary"),))
+    with pytest.raises(DataError, match=r"'x' .*'oops' at row 1501 \(line 1502\)"):
+        read_table(path, schema)
+
+
+def test_infinite_numeric_feature_is_an_error_naming_row_and_value(tmp_path: Path) -> None:
+    path = tmp_path / "inf.csv"
+    path.write_text("x,y\n1.0,0\ninf,1\n")
+    schema = Schema((Feature("x", "numeric"),), (Task("y", "binary"),))
+    with pytest.raises(DataError, match=r"'x' has the value inf at row 2 \(line 3\).*must be finite"):
+        read_table(path, schema)
+
+
+def test_prediction_file_may_lack_group_and_weight_columns(tmp_path: Path) -> None:
+    train_path = tmp_path / "train.csv"
+    train_path.write_text("q,w,x,y\na,1.0,1.0,0\nb,2.0,2.0,1\n")
+    schema = Schema((Feature("x", "numeric"),), (Task("y", "binary"),), group="q", sample_weight="w")
+    train = read_table(train_path, schema)
+    assert train.groups is not None
+    assert train.weights is not None
+    predict_path = tmp_path / "predict.csv"
+    predict_path.write_text("x\n3.0\n")
+    table = read_table(predict_path, schema, encoders=train.encoders, require_labels=False)
+    assert table.groups is None
+    assert table.weights is None
+    assert torch.isnan(table.labels).all()
+
+
+def test_text_in_a_label_column_gives_label_advice(tmp_path: Path) -> None:
+    path = tmp_path / "labels.csv"
+    path.write_text("x,y\n1,0\n2,yes\n")
+    schema = Schema((Feature("x", "numeric"),), (Task("y", "binary"),))
+    with pytest.raises(DataError, match=r"'yes' at row 2 .*labels must be numbers") as info:
+        read_table(path, schema)
+    assert "categorical" not in str(info.value)
+
+
+def test_encoders_with_another_missing_indicator_setting_are_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("x,y\n1,0\n,1\n")
+    flagged = Schema((Feature("x", "numeric", missing_indicator=True),), (Task("y", "binary"),))
+    plain = Schema((Feature("x", "numeric"),), (Task("y", "binary"),))
+    train = read_table(path, flagged)
+    with pytest.raises(DataError, match=r"missing_indicator differs"):
+        read_table(path, plain, encoders=train.encoders)
+
+
+@pytest.mark.parametrize(
+    ("name", "is_id"),
+    [
+        ("id", True),
+        ("user_id", True),
+        ("userId", True),
+        ("USER_ID", True),
+        ("item-id", True),
+        ("paid", False),
+        ("valid", False),
+        ("squid", False),
+    ],
+)
+def test_id_names_are_recognised_without_catching_words_ending_in_id(name: str, is_id: bool) -> None:
+    from mtlkit.data.readers import _looks_like_id
+
+    assert _looks_like_id(name) is is_id

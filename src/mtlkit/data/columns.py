@@ -62,8 +62,22 @@ def _combine(array: pa.Array | pa.ChunkedArray) -> pa.Array:
     return array
 
 
-def to_float(array: pa.Array | pa.ChunkedArray, column: str, origin: Origin) -> np.ndarray:
-    """A float64 array with NaN for missing values; text that is not a number is an error."""
+#: What to do about a non-numeric value, by the role of the column.
+ADVICE = {
+    "feature": "or declare the feature categorical.",
+    "label": "labels must be numbers (0 / 1 for a binary task, 0..K-1 for a multiclass one).",
+    "weight": "sample weights must be numbers >= 0.",
+}
+
+
+def to_float(
+    array: pa.Array | pa.ChunkedArray, column: str, origin: Origin, role: str = "feature"
+) -> np.ndarray:
+    """A float64 array with NaN for missing values; text that is not a number is an error.
+
+    ``role`` (``feature``, ``label`` or ``weight``) picks the advice the error gives.
+    """
+    advice = ADVICE[role]
     array = _combine(array)
     kind = array.type
     if pa.types.is_null(kind):
@@ -84,16 +98,14 @@ def to_float(array: pa.Array | pa.ChunkedArray, column: str, origin: Origin) -> 
                 continue
             raise DataError(
                 f"column {column!r} should hold numbers but has the text {value!r} at "
-                f"{origin.where(row)}. Fix or blank that value (blank = missing), or declare the "
-                f"feature categorical."
+                f"{origin.where(row)}. Fix or blank that value (blank = missing); {advice}"
             )
         raise DataError(
-            f"column {column!r} of {origin.source} could not be read as numbers; check its values, or "
-            f"declare the feature categorical."
+            f"column {column!r} of {origin.source} could not be read as numbers; check its values; {advice}"
         )
     raise DataError(
         f"column {column!r} of {origin.source} has type {kind}, which mtlkit cannot use as a number; "
-        f"convert it to numbers or declare the feature categorical."
+        f"convert it to numbers; {advice}"
     )
 
 

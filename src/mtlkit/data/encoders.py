@@ -141,6 +141,19 @@ class NumericEncoder:
         )
 
 
+def _finite(values: np.ndarray, column: str, origin: Origin) -> np.ndarray:
+    """``values`` unchanged, or an error naming the first infinite value (NaN, i.e. missing, is fine)."""
+    infinite = np.isinf(values)
+    if infinite.any():
+        row = int(np.flatnonzero(infinite)[0])
+        raise DataError(
+            f"column {column!r} has the value {values[row]} at {origin.where(row)}; numeric features must "
+            f"be finite: replace it (or blank it, to be filled as missing). {int(infinite.sum())} row(s) "
+            f"are affected."
+        )
+    return values
+
+
 @dataclass
 class Encoders:
     """One fitted encoder per feature of a Schema (categorical and numeric)."""
@@ -156,7 +169,7 @@ class Encoders:
         for f in schema.categorical:
             out.categorical[f.name] = CategoricalEncoder.fit(table.column(f.source), f.min_count)
         for f in schema.numeric:
-            values = to_float(table.column(f.source), f.source, origin)
+            values = _finite(to_float(table.column(f.source), f.source, origin), f.source, origin)
             out.numeric[f.name] = NumericEncoder.fit(values, f)
         return out
 
@@ -168,6 +181,14 @@ class Encoders:
             raise DataError(
                 f"the encoders have no entry for feature(s) {missing}: they were fitted for another "
                 f"schema; fit them again on training data with this schema"
+            )
+        differ = [
+            f.name for f in schema.numeric if self.numeric[f.name].missing_indicator != f.missing_indicator
+        ]
+        if differ:
+            raise DataError(
+                f"feature(s) {differ}: missing_indicator differs between the schema and the fitted "
+                f"encoders; use the schema the encoders were fitted with, or fit them again"
             )
 
     def encode(
@@ -181,7 +202,9 @@ class Encoders:
         for j, f in enumerate(schema.categorical):
             cat[:, j] = self.categorical[f.name].transform(table.column(f.source))
         blocks = [
-            self.numeric[f.name].transform(to_float(table.column(f.source), f.source, origin))
+            self.numeric[f.name].transform(
+                _finite(to_float(table.column(f.source), f.source, origin), f.source, origin)
+            )
             for f in schema.numeric
         ]
         num = np.concatenate(blocks, axis=1) if blocks else np.zeros((n, 0), dtype=np.float32)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,11 @@ from mtlkit.data.encoders import Encoders
 from mtlkit.data.table import COLUMN_HINT, Table, needed_columns
 from mtlkit.errors import DataError, did_you_mean
 from mtlkit.schema import Feature, Schema, Task
+
+#: Bytes pyarrow reads per CSV block; column types are inferred from the first block.
+CSV_BLOCK_SIZE = 1 << 24
+#: pyarrow's message for a value that does not fit the type inferred from the first block.
+_LATE_TEXT = re.compile(r"In CSV column #(\d+): .*CSV conversion error")
 
 #: Texts read as a missing value in CSV files (an empty field always is).
 NULL_VALUES = ("", "NA", "N/A", "NaN", "nan", "NULL", "null", "None", "#N/A")
@@ -114,7 +120,7 @@ def read_arrow(
     sep = _delimiter(p, delimiter)
     read_opts = pacsv.ReadOptions(
         column_names=list(column_names) if column_names is not None else None,
-        block_size=1 << 24,
+        block_size=CSV_BLOCK_SIZE,
     )
     parse_opts = pacsv.ParseOptions(delimiter=sep)
     include = None
@@ -126,23 +132,36 @@ def read_arrow(
             Origin(str(p)),
         )
         include = list(dict.fromkeys(columns))
-    convert_opts = pacsv.ConvertOptions(
-        include_columns=include,
-        null_values=list(null_values),
-        strings_can_be_null=True,
-        quoted_strings_can_be_null=True,
-    )
-    try:
-        table = pacsv.read_csv(
-            p, read_options=read_opts, parse_options=parse_opts, convert_options=convert_opts
+    # Column types are inferred from the first block. A column that turns out to hold text further down is
+    # read again as text, so that the value and its row are reported precisely (columns.to_float).
+    as_text: dict[str, pa.DataType] = {}
+    while True:
+        convert_opts = pacsv.ConvertOptions(
+            include_columns=include,
+            column_types=as_text,
+            null_values=list(null_values),
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=True,
         )
-    except pa.ArrowInvalid as exc:
-        message = str(exc)
-        if "Empty CSV file" in message:
-            raise DataError(f"{p} is empty: it has no header line and no rows") from None
-        raise DataError(
-            f"cannot parse CSV file {p}: {message}. Check the delimiter (--delimiter) and quoting."
-        ) from None
+        try:
+            table = pacsv.read_csv(
+                p, read_options=read_opts, parse_options=parse_opts, convert_options=convert_opts
+            )
+            break
+        except pa.ArrowInvalid as exc:
+            message = str(exc)
+            if "Empty CSV file" in message:
+                raise DataError(f"{p} is empty: it has no header line and no rows") from None
+            late = _LATE_TEXT.search(message)
+            if late is not None and len(as_text) < 1000:
+                names = list(column_names) if column_names is not None else _csv_header(p, sep)
+                index = int(late.group(1))
+                if index < len(names) and names[index] not in as_text:
+                    as_text[names[index]] = pa.string()
+                    continue
+            raise DataError(
+                f"cannot parse CSV file {p}: {message}. Check the delimiter (--delimiter) and quoting."
+            ) from None
     first_line = 1 if column_names is not None else 2
     return table, Origin(str(p), first_line)
 
@@ -259,7 +278,7 @@ def infer_schema(
       anything else numeric, regression;
     * text and boolean columns are categorical features, floating-point columns numeric;
     * integer columns are categorical when they hold at most ``max_categories`` distinct values or their
-      name ends in ``id``, else numeric.
+      name looks like an id (``id``, ``user_id``, ``userId``; not ``paid``), else numeric.
     """
     origin = origin or Origin()
     if not labels:
@@ -281,7 +300,7 @@ def infer_schema(
             features.append(Feature(name, "numeric"))
         elif pa.types.is_integer(kind):
             distinct = pc.count_distinct(table.column(name)).as_py()
-            is_id = name.lower().endswith("id")
+            is_id = _looks_like_id(name)
             features.append(
                 Feature(name, "categorical" if is_id or distinct <= max_categories else "numeric")
             )
@@ -292,6 +311,11 @@ def infer_schema(
     if not features:
         raise DataError(f"{origin.source} has no columns left to use as features")
     return Schema(tuple(features), tuple(tasks), group=group, sample_weight=sample_weight)
+
+
+def _looks_like_id(name: str) -> bool:
+    """``id``, ``user_id``, ``user-id``, ``userId``, ``USERID``-style names; not ``paid`` or ``valid``."""
+    return bool(re.search(r"(^|[_\-\s.])id$", name, re.IGNORECASE) or re.search(r"[a-z]I[dD]$", name))
 
 
 def _infer_task(column: pa.ChunkedArray, name: str, origin: Origin) -> Task:

@@ -38,12 +38,14 @@ COLUMN_HINT = (
 def needed_columns(schema: Schema, require_labels: bool = True) -> dict[str, str]:
     """Every column ``schema`` reads, mapped to who needs it (``"feature 'age'"``), for error messages.
 
-    Label columns are left out when ``require_labels`` is False (prediction files may lack them).
+    Label, group and sample-weight columns are left out when ``require_labels`` is False: prediction files
+    may lack them (those present are still read and checked).
     """
     needed = {f.source: f"feature {f.name!r}" for f in schema.features}
-    if require_labels:
-        for t in schema.tasks:
-            needed.setdefault(t.column, f"the label of task {t.name!r}")
+    if not require_labels:
+        return needed
+    for t in schema.tasks:
+        needed.setdefault(t.column, f"the label of task {t.name!r}")
     for what in ("group", "sample_weight"):
         column = getattr(schema, what)
         if column is not None:
@@ -160,7 +162,7 @@ class Table:
         for j, t in enumerate(schema.tasks):
             if t.column not in table.column_names:
                 continue
-            values = to_float(table.column(t.column), t.column, origin)
+            values = to_float(table.column(t.column), t.column, origin, role="label")
             if require_labels and np.isnan(values).all():
                 raise DataError(
                     f"task {t.name!r}: label column {t.column!r} of {origin.source} is empty "
@@ -176,8 +178,8 @@ class Table:
             )
             labels[:, j] = values
         weights = None
-        if schema.sample_weight is not None:
-            w = to_float(table.column(schema.sample_weight), schema.sample_weight, origin)
+        if schema.sample_weight is not None and schema.sample_weight in table.column_names:
+            w = to_float(table.column(schema.sample_weight), schema.sample_weight, origin, role="weight")
             bad = ~np.isfinite(w) | (w < 0)
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
@@ -187,7 +189,7 @@ class Table:
                 )
             weights = torch.from_numpy(w.astype(np.float32))
         groups = None
-        if schema.group is not None:
+        if schema.group is not None and schema.group in table.column_names:
             codes = pc.dictionary_encode(to_strings(table.column(schema.group))).indices
             g = np.asarray(pc.fill_null(codes, -1).to_numpy(zero_copy_only=False), np.int64)
             groups = torch.from_numpy(g)
