@@ -1,0 +1,91 @@
+"""The contract every multi-task model follows.
+
+``MultiTaskModel.forward(batch) -> Output``:
+
+* ``Output.logits``: task -> tensor the task's loss is computed on: [B] for binary and regression tasks,
+  [B, K] for multiclass ones;
+* ``Output.shared``: the tensor at the boundary where task-specific computation begins (stacked expert outputs
+  [B, E, d] for mixture-of-experts models, the bottom output [B, d] for Shared-Bottom); representation-level
+  balancing (MGDA-UB) differentiates the task losses with respect to it;
+* ``Output.gates``: task -> [B, E] gate weights (rows sum to 1) where the model has gates;
+* ``Output.extras``: other named tensors a model predicts besides the trained logits (ESMM's pCVR).
+
+``shared_parameters()`` and ``task_parameters(task)`` split the trainable parameters (every parameter belongs to
+exactly one of: shared, or one task); ``regularization()`` is a scalar added to the loss (zero by default).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from mtlkit.data.table import Batch
+from mtlkit.errors import SchemaError
+from mtlkit.schema import Schema
+
+
+@dataclass
+class Output:
+    """What a MultiTaskModel returns (see the module docstring)."""
+
+    logits: dict[str, Tensor]
+    shared: Tensor | None = None
+    gates: dict[str, Tensor] = field(default_factory=dict)
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+
+class MultiTaskModel(nn.Module, abc.ABC):
+    """Base class of every architecture: holds the Schema and answers the parameter-split questions.
+
+    Subclasses implement :meth:`compute` on the raw encoded tensors (so export can bypass ``Batch``) and
+    :meth:`task_modules` (the modules private to one task); everything else is derived from those.
+    """
+
+    def __init__(self, schema: Schema) -> None:
+        super().__init__()
+        missing = [f.name for f in schema.categorical if f.vocab_size is None]
+        if missing:
+            raise SchemaError(
+                f"categorical feature(s) {missing} have no vocab_size: build the model from a fitted "
+                f"Table's schema (table.schema), or set Feature.vocab_size"
+            )
+        self.schema = schema
+
+    # ------------------------------------------------------------------ to implement
+    @abc.abstractmethod
+    def compute(self, categorical: Tensor, numeric: Tensor) -> Output:
+        """The forward pass on encoded inputs: codes [B, C] int64 and numeric values [B, F] float32."""
+
+    @abc.abstractmethod
+    def task_modules(self, task: str) -> list[nn.Module]:
+        """The modules whose parameters belong to ``task`` alone (its tower, its gate, its experts...)."""
+
+    # ------------------------------------------------------------------ derived
+    def forward(self, batch: Batch) -> Output:
+        return self.compute(batch.categorical, batch.numeric)
+
+    def task_parameters(self, task: str) -> Iterator[nn.Parameter]:
+        """Trainable parameters that only ``task``'s loss reaches (through its own computation)."""
+        self.schema.task(task)  # an unknown task name is an error naming the valid ones
+        seen: set[int] = set()
+        for module in self.task_modules(task):
+            for p in module.parameters():
+                if p.requires_grad and id(p) not in seen:
+                    seen.add(id(p))
+                    yield p
+
+    def shared_parameters(self) -> Iterator[nn.Parameter]:
+        """Trainable parameters not private to any one task (embeddings, shared experts, bottoms...)."""
+        private = {id(p) for t in self.schema.task_names for p in self.task_parameters(t)}
+        for p in self.parameters():
+            if p.requires_grad and id(p) not in private:
+                yield p
+
+    def regularization(self) -> Tensor:
+        """A scalar added to the training loss (soft-sharing penalties, L0 gate penalties); zero here."""
+        first = next(self.parameters(), None)
+        return torch.zeros((), device=first.device if first is not None else None)

@@ -1,0 +1,340 @@
+"""Building blocks shared by every architecture.
+
+* :class:`FeatureEmbedding`: categorical codes and numeric values -> one shared input vector, plus the inputs of
+  features that only some task towers see (``Feature.towers``);
+* :class:`MLP`: Linear layers with activation, optional batch / layer norm and dropout;
+* :class:`Experts`: E experts of any depth held as stacked weights [E, in, out] per layer and applied with one
+  batched matmul per layer (never a Python loop over expert modules);
+* :class:`Gate` and :func:`mix`: softmax gates over experts and the gated sum;
+* :class:`TaskTowers`: one tower per task, fed in dependency order (``Task.depends_on``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from mtlkit.errors import SchemaError, did_you_mean, listing
+from mtlkit.schema import Schema
+
+#: Activations by name (the only place that maps a name to an activation).
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "leaky_relu": nn.LeakyReLU,
+    "identity": nn.Identity,
+}
+NORMS = ("none", "batch", "layer")
+
+
+def activation(name: str) -> nn.Module:
+    """A fresh activation module by name; an unknown name is an error listing the known ones."""
+    if name not in ACTIVATIONS:
+        raise ValueError(
+            f"unknown activation {name!r}{did_you_mean(name, ACTIVATIONS)}; known: {listing(ACTIVATIONS)}"
+        )
+    return ACTIVATIONS[name]()
+
+
+def check_sizes(what: str, sizes: Sequence[int], allow_empty: bool = True) -> tuple[int, ...]:
+    """Validate a list of layer widths (positive integers)."""
+    out = tuple(sizes)
+    if (not out and not allow_empty) or any(not isinstance(s, int) or s < 1 for s in out):
+        raise ValueError(f"{what} must be a list of integers >= 1, got {list(out)}")
+    return out
+
+
+def check_fraction(what: str, value: float) -> float:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{what} must be in [0, 1), got {value}")
+    return float(value)
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+class FeatureEmbedding(nn.Module):
+    """Encoded features -> (shared input [B, D], tower inputs {task: [B, D_task]}).
+
+    Categorical features with the same embedding width and the same ``towers`` share one embedding table
+    (their vocabularies stacked with offsets), so a lookup is one ``nn.Embedding`` call per group, not per
+    feature. Numeric columns enter as values (``numeric_dim=0``) or each through its own linear projection to
+    ``numeric_dim`` values, applied as one broadcast multiply.
+
+    Args:
+        schema: a fitted schema (every categorical feature has ``vocab_size``).
+        numeric_dim: 0 to use numeric values as they are, else the width each numeric column is projected to.
+    """
+
+    def __init__(self, schema: Schema, numeric_dim: int = 0) -> None:
+        super().__init__()
+        if numeric_dim < 0:
+            raise ValueError(f"numeric_dim must be >= 0, got {numeric_dim}")
+        self.numeric_dim = numeric_dim
+        self.task_names = schema.task_names
+        # -- categorical groups: (embedding_dim, towers) -> one table
+        groups: dict[tuple[int, tuple[str, ...]], list[int]] = {}
+        for j, f in enumerate(schema.categorical):
+            groups.setdefault((f.embedding_dim, f.towers), []).append(j)
+        self.tables = nn.ModuleList()
+        self.group_towers: list[tuple[str, ...]] = []
+        pieces: list[tuple[tuple[str, ...], int]] = []  # (towers, width) per output block, in order
+        for k, ((dim, towers), columns) in enumerate(groups.items()):
+            sizes = [int(schema.categorical[j].vocab_size or 0) for j in columns]
+            offsets = torch.tensor([0, *sizes[:-1]], dtype=torch.int64).cumsum(0)
+            self.register_buffer(f"columns_{k}", torch.tensor(columns, dtype=torch.int64), persistent=False)
+            self.register_buffer(f"offsets_{k}", offsets, persistent=False)
+            table = nn.Embedding(sum(sizes), dim)
+            nn.init.normal_(table.weight, std=0.05)
+            self.tables.append(table)
+            self.group_towers.append(towers)
+            pieces.append((towers, len(columns) * dim))
+        # -- numeric columns: per-column towers (a missing-indicator column follows its feature)
+        by_name = {f.name: f for f in schema.numeric}
+        numeric_towers = [by_name[name].towers for name, _ in schema.numeric_columns]
+        self.num_numeric = len(numeric_towers)
+        width = numeric_dim if numeric_dim else 1
+        if numeric_dim and self.num_numeric:
+            bound = 1.0
+            self.numeric_weight = nn.Parameter(
+                torch.empty(self.num_numeric, numeric_dim).uniform_(-bound, bound)
+            )
+            self.numeric_bias = nn.Parameter(torch.zeros(self.num_numeric, numeric_dim))
+        pieces.extend((towers, width) for towers in numeric_towers)
+        # -- where each output column goes
+        shared_cols: list[int] = []
+        tower_cols: dict[str, list[int]] = {t: [] for t in self.task_names}
+        start = 0
+        for towers, w in pieces:
+            cols = list(range(start, start + w))
+            if not towers:
+                shared_cols += cols
+            for t in towers:
+                tower_cols[t] += cols
+            start += w
+        self.total_dim = start
+        self.shared_dim = len(shared_cols)
+        self.tower_dims = {t: len(c) for t, c in tower_cols.items()}
+        self.routed = any(towers for towers, _ in pieces)
+        self.register_buffer("shared_columns", torch.tensor(shared_cols, dtype=torch.int64), persistent=False)
+        for i, t in enumerate(self.task_names):
+            self.register_buffer(
+                f"tower_columns_{i}", torch.tensor(tower_cols[t], dtype=torch.int64), persistent=False
+            )
+        if self.shared_dim == 0:
+            raise SchemaError(
+                "every feature is restricted to some towers (Feature.towers): the shared part of the model "
+                "would have no input; leave at least one feature shared"
+            )
+
+    def forward(self, categorical: Tensor, numeric: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        blocks: list[Tensor] = []
+        batch = categorical.shape[0]
+        for k, table in enumerate(self.tables):
+            columns: Tensor = getattr(self, f"columns_{k}")
+            offsets: Tensor = getattr(self, f"offsets_{k}")
+            codes = categorical.index_select(1, columns) + offsets
+            blocks.append(table(codes).reshape(batch, -1))
+        if self.num_numeric:
+            if self.numeric_dim:
+                projected = numeric.unsqueeze(-1) * self.numeric_weight + self.numeric_bias
+                blocks.append(projected.reshape(batch, -1))
+            else:
+                blocks.append(numeric)
+        full = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
+        if not self.routed:
+            return full, {}
+        shared_columns: Tensor = self.shared_columns
+        shared = full.index_select(1, shared_columns)
+        towers = {
+            t: full.index_select(1, getattr(self, f"tower_columns_{i}"))
+            for i, t in enumerate(self.task_names)
+            if self.tower_dims[t]
+        }
+        return shared, towers
+
+    def task_modules(self, task: str) -> list[nn.Module]:
+        """Embedding tables of categorical features seen by ``task``'s tower alone."""
+        return [
+            table for table, towers in zip(self.tables, self.group_towers, strict=True) if towers == (task,)
+        ]
+
+
+# --------------------------------------------------------------------------------------------- dense nets
+class MLP(nn.Sequential):
+    """Linear -> [norm] -> activation -> [dropout], once per width in ``sizes`` (empty = identity).
+
+    Args:
+        norm: ``"none"``, ``"batch"`` (BatchNorm1d) or ``"layer"`` (LayerNorm), after each Linear.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        sizes: Sequence[int],
+        activation_name: str = "relu",
+        dropout: float = 0.0,
+        norm: str = "none",
+    ) -> None:
+        sizes = check_sizes("MLP sizes", sizes)
+        check_fraction("dropout", dropout)
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {listing(NORMS)}, got {norm!r}")
+        layers: list[nn.Module] = []
+        width = in_dim
+        for size in sizes:
+            layers.append(nn.Linear(width, size))
+            if norm == "batch":
+                layers.append(nn.BatchNorm1d(size))
+            elif norm == "layer":
+                layers.append(nn.LayerNorm(size))
+            layers.append(activation(activation_name))
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            width = size
+        super().__init__(*layers)
+        self.in_dim = in_dim
+        self.out_dim = width
+
+
+class Experts(nn.Module):
+    """E independent MLP experts as stacked weights: layer l holds W_l [E, in, out] and b_l [E, out].
+
+    ``forward(x)`` takes x [B, in] (every expert sees the same input: one GEMM against [in, E*out]) or
+    x [B, E, in] (expert e sees x[:, e]: one batched matmul) and returns [B, E, out]. Initialised like
+    ``nn.Linear`` (uniform in +-1/sqrt(in)), so it equals a list of E ``nn.Linear`` stacks with the same
+    weights.
+    """
+
+    def __init__(
+        self,
+        num_experts: int,
+        in_dim: int,
+        sizes: Sequence[int],
+        activation_name: str = "relu",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if num_experts < 1:
+            raise ValueError(f"num_experts must be >= 1, got {num_experts}")
+        self.sizes = check_sizes("expert sizes", sizes, allow_empty=False)
+        self.num_experts = num_experts
+        self.in_dim = in_dim
+        self.out_dim = self.sizes[-1]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        width = in_dim
+        for size in self.sizes:
+            bound = 1.0 / math.sqrt(width)
+            self.weights.append(nn.Parameter(torch.empty(num_experts, width, size).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.empty(num_experts, size).uniform_(-bound, bound)))
+            width = size
+        self.act = activation(activation_name)
+        self.dropout = nn.Dropout(check_fraction("dropout", dropout)) if dropout else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        e = self.num_experts
+        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            if layer == 0 and x.dim() == 2:
+                # shared input: [B, in] @ [in, E*out] in one GEMM
+                flat = weight.permute(1, 0, 2).reshape(weight.shape[1], -1)
+                x = (x @ flat).view(x.shape[0], e, -1) + bias
+            else:
+                # per-expert input: [E, B, in] @ [E, in, out] batched
+                x = torch.bmm(x.transpose(0, 1), weight).transpose(0, 1) + bias
+            x = self.dropout(self.act(x))
+        return x
+
+
+class Gate(nn.Module):
+    """softmax(W x + b) over ``num_experts``: [B, in] -> [B, E], rows sum to 1."""
+
+    def __init__(self, in_dim: int, num_experts: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_dim, num_experts)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.softmax(self.linear(x), dim=-1)
+
+
+def mix(gate: Tensor, experts: Tensor) -> Tensor:
+    """Gated sum of expert outputs: gate [B, E], experts [B, E, d] -> [B, d]."""
+    return torch.bmm(gate.unsqueeze(1), experts).squeeze(1)
+
+
+# ----------------------------------------------------------------------------------------------- towers
+class TaskTowers(nn.Module):
+    """One tower per task: ``MLP(sizes)`` then a Linear to the task's output width.
+
+    A task that ``depends_on`` another gets that task's logits appended to its tower input (detached from the
+    graph when ``detach_dependency``, so the dependent task's loss does not train the other task's tower).
+    Towers run in dependency order. Binary and regression logits are returned as [B], multiclass as [B, K].
+
+    Args:
+        in_dims: the input width of each task's tower.
+    """
+
+    def __init__(
+        self,
+        schema: Schema,
+        in_dims: dict[str, int],
+        sizes: Sequence[int],
+        activation_name: str = "relu",
+        dropout: float = 0.0,
+        norm: str = "none",
+        detach_dependency: bool = True,
+    ) -> None:
+        super().__init__()
+        self.detach_dependency = detach_dependency
+        self.order = _dependency_order(schema)
+        self.parent = {t.name: t.depends_on for t in schema.tasks}
+        self.output_dims = {t.name: t.output_dim for t in schema.tasks}
+        self.towers = nn.ModuleDict()
+        for t in schema.tasks:
+            extra = schema.task(t.depends_on).output_dim if t.depends_on else 0
+            body = MLP(in_dims[t.name] + extra, sizes, activation_name, dropout, norm)
+            self.towers[t.name] = nn.Sequential(body, nn.Linear(body.out_dim, t.output_dim))
+
+    def forward(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        raw: dict[str, Tensor] = {}
+        for task in self.order:
+            x = inputs[task]
+            parent = self.parent[task]
+            if parent is not None:
+                signal = raw[parent].detach() if self.detach_dependency else raw[parent]
+                x = torch.cat([x, signal], dim=1)
+            raw[task] = self.towers[task](x)
+        return {t: (v.squeeze(-1) if self.output_dims[t] == 1 else v) for t, v in raw.items()}
+
+    def task_modules(self, task: str) -> list[nn.Module]:
+        return [self.towers[task]]
+
+
+def _dependency_order(schema: Schema) -> list[str]:
+    """Task names with every task after the task it depends on (the Schema has no cycles)."""
+    order: list[str] = []
+    done: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in done:
+            return
+        parent = schema.task(name).depends_on
+        if parent is not None:
+            visit(parent)
+        done.add(name)
+        order.append(name)
+
+    for t in schema.tasks:
+        visit(t.name)
+    return order
+
+
+def tower_inputs(schema: Schema, common: dict[str, Tensor], extra: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Each task's tower input: its part of the model's output, joined with its tower-only features."""
+    return {
+        t: torch.cat([common[t], extra[t]], dim=1) if t in extra else common[t] for t in schema.task_names
+    }

@@ -1,0 +1,51 @@
+"""MMoE: Ma et al., "Modeling Task Relationships in Multi-task Learning with Multi-gate Mixture-of-Experts",
+KDD 2018.
+
+    f_e(x) for experts e = 1..E (shared);   g_k(x) = softmax(W_k x);   y_k = Tower_k(sum_e g_k(x)_e f_e(x)).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from mtlkit.models.base import MultiTaskModel, Output
+from mtlkit.models.layers import Experts, FeatureEmbedding, Gate, TaskTowers, mix, tower_inputs
+from mtlkit.schema import Schema
+
+
+class MMoE(MultiTaskModel):
+    """Shared experts, one softmax gate per task. ``Output.shared`` is the stacked experts [B, E, d]."""
+
+    def __init__(
+        self,
+        schema: Schema,
+        num_experts: int = 8,
+        expert_sizes: Sequence[int] = (64,),
+        tower_sizes: Sequence[int] = (32,),
+        activation: str = "relu",
+        dropout: float = 0.0,
+        norm: str = "none",
+        numeric_dim: int = 0,
+        detach_dependency: bool = True,
+    ) -> None:
+        super().__init__(schema)
+        self.embedding = FeatureEmbedding(schema, numeric_dim)
+        self.experts = Experts(num_experts, self.embedding.shared_dim, expert_sizes, activation, dropout)
+        self.gates = nn.ModuleDict(
+            {t: Gate(self.embedding.shared_dim, num_experts) for t in schema.task_names}
+        )
+        in_dims = {t: self.experts.out_dim + self.embedding.tower_dims[t] for t in schema.task_names}
+        self.towers = TaskTowers(schema, in_dims, tower_sizes, activation, dropout, norm, detach_dependency)
+
+    def compute(self, categorical: Tensor, numeric: Tensor) -> Output:
+        x, extra = self.embedding(categorical, numeric)
+        experts = self.experts(x)  # [B, E, d]
+        gates = {t: gate(x) for t, gate in self.gates.items()}
+        mixed = {t: mix(g, experts) for t, g in gates.items()}
+        logits = self.towers(tower_inputs(self.schema, mixed, extra))
+        return Output(logits=logits, shared=experts, gates=gates)
+
+    def task_modules(self, task: str) -> list[nn.Module]:
+        return [self.gates[task], *self.towers.task_modules(task), *self.embedding.task_modules(task)]
