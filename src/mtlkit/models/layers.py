@@ -70,6 +70,8 @@ class FeatureEmbedding(nn.Module):
         numeric_dim: 0 to use numeric values as they are, else the width each numeric column is projected to.
     """
 
+    shared_columns: Tensor
+
     def __init__(self, schema: Schema, numeric_dim: int = 0) -> None:
         super().__init__()
         if numeric_dim < 0:
@@ -148,8 +150,7 @@ class FeatureEmbedding(nn.Module):
         full = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
         if not self.routed:
             return full, {}
-        shared_columns: Tensor = self.shared_columns
-        shared = full.index_select(1, shared_columns)
+        shared = full.index_select(1, self.shared_columns)
         towers = {
             t: full.index_select(1, getattr(self, f"tower_columns_{i}"))
             for i, t in enumerate(self.task_names)
