@@ -150,7 +150,8 @@ def test_shared_representation_carries_every_tasks_gradient(name: str) -> None:
     losses = _losses(FIVE, out, labels)
     for task, loss in losses.items():
         (grad,) = torch.autograd.grad(loss, out.shared, retain_graph=True, allow_unused=True)
-        assert grad is not None and grad.abs().sum() > 0, f"task {task!r} does not depend on Output.shared"
+        assert grad is not None, f"task {task!r} does not depend on Output.shared"
+        assert grad.abs().sum() > 0, f"task {task!r} gets zero gradient at Output.shared"
 
 
 def test_eval_mode_is_deterministic(name: str) -> None:
