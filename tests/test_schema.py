@@ -459,3 +459,12 @@ def test_equal_schemas_hash_equal() -> None:
     assert hash(_rich_schema()) == hash(_rich_schema())
     assert _rich_schema() == _rich_schema()
     assert Feature("a") != Feature("a", "numeric")
+
+
+@pytest.mark.parametrize(
+    ("name", "message"), [("ctr.v2", "contains '.'"), ("train", "is reserved"), ("to", "is reserved")]
+)
+def test_task_names_that_torch_modules_cannot_hold_are_rejected(name: str, message: str) -> None:
+    with pytest.raises(SchemaError, match=message):
+        Task(name)
+    assert Task("training", label="train").column == "train"  # a label column may have any name

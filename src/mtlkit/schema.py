@@ -50,6 +50,26 @@ def _check_name(what: str, name: object) -> None:
         raise SchemaError(f"{what} name must be a non-empty string, got {name!r}")
 
 
+def _reserved_module_names() -> frozenset[str]:
+    import torch
+
+    return frozenset(dir(torch.nn.ModuleDict))
+
+
+def _check_task_name(name: str) -> None:
+    """Task names key per-task modules (towers, gates), so they follow torch's module-name rules."""
+    if "." in name:
+        raise SchemaError(
+            f"task name {name!r} contains '.', which torch module names cannot; use '_' instead "
+            f"(e.g. {name.replace('.', '_')!r}) and keep the column through Task.label"
+        )
+    if name in _reserved_module_names():
+        raise SchemaError(
+            f"task name {name!r} is reserved (it is an attribute of torch modules); rename the task, "
+            f"e.g. {name + '_task'!r}, and keep the column through Task.label"
+        )
+
+
 def _check_choice(what: str, value: object, choices: Iterable[str]) -> None:
     choices = tuple(choices)
     if value not in choices:
@@ -161,6 +181,7 @@ class Task:
 
     def __post_init__(self) -> None:
         _check_name("task", self.name)
+        _check_task_name(self.name)
         _check_choice(f"task {self.name!r}: kind", self.kind, get_args(TaskKind))
         if self.label is not None:
             _check_name(f"task {self.name!r}: label", self.label)

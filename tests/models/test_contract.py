@@ -22,7 +22,11 @@ FEATURES = (
 )
 TWO = Schema(FEATURES, (Task("click"), Task("purchase", depends_on="click")))
 FIVE = Schema(
-    FEATURES,
+    (
+        *FEATURES,
+        Feature("promo", "categorical", vocab_size=4, embedding_dim=2, towers=("like",)),
+        Feature("hint", "numeric", towers=("dwell",)),
+    ),
     (
         Task("click"),
         Task("purchase", depends_on="click"),
@@ -64,9 +68,22 @@ def _losses(schema: Schema, out: Output, labels: Tensor) -> dict[str, Tensor]:
     return losses
 
 
-def _model(name: str, schema: Schema) -> MultiTaskModel:
+#: Variants every model is also built in, where it has the option: projected numeric inputs (a task then owns
+#: the projection of its tower-only columns) and dependent towers that read their parent without detaching.
+CONFIGS: dict[str, dict[str, object]] = {
+    "default": {},
+    "projected": {"numeric_dim": 3},
+    "undetached": {"detach_dependency": False},
+}
+
+
+def _model(name: str, schema: Schema, config: str = "default") -> MultiTaskModel:
+    params = CONFIGS[config]
+    accepted = model_parameters(name)
+    if not set(params) <= set(accepted):
+        pytest.skip(f"{name} has no option {sorted(set(params) - set(accepted))}: variant {config!r} n/a")
     torch.manual_seed(0)
-    return create_model(name, schema)
+    return create_model(name, schema, **params)
 
 
 @pytest.fixture(params=MODELS)
@@ -74,10 +91,15 @@ def name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(params=list(CONFIGS))
+def config(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.mark.parametrize("schema_name", list(SCHEMAS))
-def test_forward_shapes_gates_and_backward(name: str, schema_name: str) -> None:
+def test_forward_shapes_gates_and_backward(name: str, schema_name: str, config: str) -> None:
     schema = SCHEMAS[schema_name]
-    model = _model(name, schema)
+    model = _model(name, schema, config)
     cat, num, labels = _batch(schema)
     out = model.compute(cat, num)
     assert set(out.logits) == set(schema.task_names)
@@ -94,7 +116,13 @@ def test_forward_shapes_gates_and_backward(name: str, schema_name: str) -> None:
     reg = model.regularization()
     assert reg.dim() == 0
     assert torch.isfinite(reg)
-    total = sum(_losses(schema, out, labels).values()) + reg + out.extras.get("regularization", 0.0)
+    total = sum(_losses(schema, out, labels).values()) + reg
+    if out.regularization is not None:
+        assert out.regularization.dim() == 0
+        assert torch.isfinite(out.regularization)
+        total = total + out.regularization
+    for key, value in out.extras.items():
+        assert value.shape[0] == 16, f"Output.extras[{key!r}] must be per-row"
     total.backward()
     dead = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not dead, f"parameters that no loss reaches: {dead}"
@@ -102,9 +130,9 @@ def test_forward_shapes_gates_and_backward(name: str, schema_name: str) -> None:
 
 
 @pytest.mark.parametrize("schema_name", list(SCHEMAS))
-def test_parameters_split_into_shared_and_one_task_each(name: str, schema_name: str) -> None:
+def test_parameters_split_into_shared_and_one_task_each(name: str, schema_name: str, config: str) -> None:
     schema = SCHEMAS[schema_name]
-    model = _model(name, schema)
+    model = _model(name, schema, config)
     owners: dict[int, str] = {}
     for t in schema.task_names:
         for p in model.task_parameters(t):
@@ -117,10 +145,10 @@ def test_parameters_split_into_shared_and_one_task_each(name: str, schema_name: 
 
 
 @pytest.mark.parametrize("schema_name", list(SCHEMAS))
-def test_a_task_loss_never_reaches_another_tasks_parameters(name: str, schema_name: str) -> None:
+def test_a_task_loss_never_reaches_another_tasks_parameters(name: str, schema_name: str, config: str) -> None:
     """The definition of task_parameters: only that task's loss reaches them."""
     schema = SCHEMAS[schema_name]
-    model = _model(name, schema)
+    model = _model(name, schema, config)
     cat, num, labels = _batch(schema)
     out = model.compute(cat, num)
     losses = _losses(schema, out, labels)
@@ -138,9 +166,9 @@ def test_a_task_loss_never_reaches_another_tasks_parameters(name: str, schema_na
             assert not leaked, f"the loss of {a!r} reaches parameters of {b!r}: {leaked}"
 
 
-def test_shared_representation_carries_every_tasks_gradient(name: str) -> None:
+def test_shared_representation_carries_every_tasks_gradient(name: str, config: str) -> None:
     """Output.shared is where representation-level balancing (MGDA-UB) differentiates each task loss."""
-    model = _model(name, FIVE)
+    model = _model(name, FIVE, config)
     cat, num, labels = _batch(FIVE)
     out = model.compute(cat, num)
     if out.shared is None:

@@ -8,7 +8,9 @@
   [B, E, d] for mixture-of-experts models, the bottom output [B, d] for Shared-Bottom); representation-level
   balancing (MGDA-UB) differentiates the task losses with respect to it;
 * ``Output.gates``: task -> [B, E] gate weights (rows sum to 1) where the model has gates;
-* ``Output.extras``: other named tensors a model predicts besides the trained logits (ESMM's pCVR).
+* ``Output.extras``: other per-row predictions [B] besides the trained logits (ESMM's pCVR);
+* ``Output.regularization``: a scalar penalty that depends on the batch (AITM's calibrator), added to the training
+  loss next to ``regularization()``; None when the model has none.
 
 ``shared_parameters()`` and ``task_parameters(task)`` split the trainable parameters (every parameter belongs to
 exactly one of: shared, or one task); ``regularization()`` is a scalar added to the loss (zero by default).
@@ -25,6 +27,7 @@ from torch import Tensor, nn
 
 from mtlkit.data.table import Batch
 from mtlkit.errors import SchemaError
+from mtlkit.models.layers import TaskTowers
 from mtlkit.schema import Schema
 
 
@@ -36,6 +39,7 @@ class Output:
     shared: Tensor | None = None
     gates: dict[str, Tensor] = field(default_factory=dict)
     extras: dict[str, Tensor] = field(default_factory=dict)
+    regularization: Tensor | None = None
 
 
 class MultiTaskModel(nn.Module, abc.ABC):
@@ -68,9 +72,24 @@ class MultiTaskModel(nn.Module, abc.ABC):
     def forward(self, batch: Batch) -> Output:
         return self.compute(batch.categorical, batch.numeric)
 
+    def read_through_tasks(self) -> set[str]:
+        """Tasks whose output feeds another task's tower without being detached.
+
+        The other task's loss then reaches every module private to such a task (its gate, tower, tower-only
+        features), so those count as shared. Derived from every :class:`TaskTowers` inside the model; a model
+        with its own dependence mechanism (ESMM, AITM) extends this.
+        """
+        found: set[str] = set()
+        for module in self.modules():
+            if isinstance(module, TaskTowers):
+                found |= module.read_through
+        return found
+
     def task_parameters(self, task: str) -> Iterator[nn.Parameter]:
         """Trainable parameters that only ``task``'s loss reaches (through its own computation)."""
         self.schema.task(task)  # an unknown task name is an error naming the valid ones
+        if task in self.read_through_tasks():
+            return
         seen: set[int] = set()
         for module in self.task_modules(task):
             for p in module.parameters():
@@ -86,6 +105,7 @@ class MultiTaskModel(nn.Module, abc.ABC):
                 yield p
 
     def regularization(self) -> Tensor:
-        """A scalar added to the training loss (soft-sharing penalties, L0 gate penalties); zero here."""
+        """A scalar added to the training loss that depends on the parameters only (soft-sharing and L0 gate
+        penalties); zero here. A penalty that depends on the batch goes in ``Output.regularization``."""
         first = next(self.parameters(), None)
         return torch.zeros((), device=first.device if first is not None else None)

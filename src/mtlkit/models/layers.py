@@ -95,18 +95,23 @@ class FeatureEmbedding(nn.Module):
             self.tables.append(table)
             self.group_towers.append(towers)
             pieces.append((towers, len(columns) * dim))
-        # -- numeric columns: per-column towers (a missing-indicator column follows its feature)
+        # -- numeric columns (a missing-indicator column follows its feature and shares its towers)
         by_name = {f.name: f for f in schema.numeric}
         numeric_towers = [by_name[name].towers for name, _ in schema.numeric_columns]
         self.num_numeric = len(numeric_towers)
-        width = numeric_dim if numeric_dim else 1
-        if numeric_dim and self.num_numeric:
-            bound = 1.0
-            self.numeric_weight = nn.Parameter(
-                torch.empty(self.num_numeric, numeric_dim).uniform_(-bound, bound)
-            )
-            self.numeric_bias = nn.Parameter(torch.zeros(self.num_numeric, numeric_dim))
-        pieces.extend((towers, width) for towers in numeric_towers)
+        self.projections = nn.ModuleList()
+        self.projection_towers: list[tuple[str, ...]] = []
+        if numeric_dim:
+            # projected: one projection module per towers group, so a task owns its private columns' weights
+            numeric_groups: dict[tuple[str, ...], list[int]] = {}
+            for j, towers in enumerate(numeric_towers):
+                numeric_groups.setdefault(towers, []).append(j)
+            for towers, columns in numeric_groups.items():
+                self.projections.append(NumericProjection(columns, numeric_dim))
+                self.projection_towers.append(towers)
+                pieces.append((towers, len(columns) * numeric_dim))
+        else:
+            pieces.extend((towers, 1) for towers in numeric_towers)
         # -- where each output column goes
         shared_cols: list[int] = []
         tower_cols: dict[str, list[int]] = {t: [] for t in self.task_names}
@@ -143,8 +148,7 @@ class FeatureEmbedding(nn.Module):
             blocks.append(table(codes).reshape(batch, -1))
         if self.num_numeric:
             if self.numeric_dim:
-                projected = numeric.unsqueeze(-1) * self.numeric_weight + self.numeric_bias
-                blocks.append(projected.reshape(batch, -1))
+                blocks.extend(projection(numeric) for projection in self.projections)
             else:
                 blocks.append(numeric)
         full = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
@@ -159,10 +163,28 @@ class FeatureEmbedding(nn.Module):
         return shared, towers
 
     def task_modules(self, task: str) -> list[nn.Module]:
-        """Embedding tables of categorical features seen by ``task``'s tower alone."""
-        return [
-            table for table, towers in zip(self.tables, self.group_towers, strict=True) if towers == (task,)
+        """Embedding tables and numeric projections of features seen by ``task``'s tower alone."""
+        tables = [t for t, towers in zip(self.tables, self.group_towers, strict=True) if towers == (task,)]
+        projections = [
+            p for p, towers in zip(self.projections, self.projection_towers, strict=True) if towers == (task,)
         ]
+        return [*tables, *projections]
+
+
+class NumericProjection(nn.Module):
+    """Each of some numeric columns projected to ``dim`` values: x[:, j] * w_j + b_j, one broadcast op."""
+
+    columns: Tensor
+
+    def __init__(self, columns: Sequence[int], dim: int) -> None:
+        super().__init__()
+        self.register_buffer("columns", torch.tensor(list(columns), dtype=torch.int64), persistent=False)
+        self.weight = nn.Parameter(torch.empty(len(columns), dim).uniform_(-1.0, 1.0))
+        self.bias = nn.Parameter(torch.zeros(len(columns), dim))
+
+    def forward(self, numeric: Tensor) -> Tensor:
+        x = numeric.index_select(1, self.columns)
+        return (x.unsqueeze(-1) * self.weight + self.bias).reshape(numeric.shape[0], -1)
 
 
 # --------------------------------------------------------------------------------------------- dense nets
@@ -256,6 +278,8 @@ class Gate(nn.Module):
 
     def __init__(self, in_dim: int, num_experts: int) -> None:
         super().__init__()
+        if num_experts < 1:
+            raise ValueError(f"a gate needs num_experts >= 1, got {num_experts}")
         self.linear = nn.Linear(in_dim, num_experts)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -291,8 +315,12 @@ class TaskTowers(nn.Module):
     ) -> None:
         super().__init__()
         self.detach_dependency = detach_dependency
-        self.order = _dependency_order(schema)
+        self.order = dependency_order(schema)
         self.parent = {t.name: t.depends_on for t in schema.tasks}
+        # a tower whose logits feed a dependent task through the graph is reached by that task's loss
+        self.read_through = (
+            {t.depends_on for t in schema.tasks if t.depends_on} if not detach_dependency else set()
+        )
         self.output_dims = {t.name: t.output_dim for t in schema.tasks}
         self.towers = nn.ModuleDict()
         for t in schema.tasks:
@@ -312,10 +340,11 @@ class TaskTowers(nn.Module):
         return {t: (v.squeeze(-1) if self.output_dims[t] == 1 else v) for t, v in raw.items()}
 
     def task_modules(self, task: str) -> list[nn.Module]:
+        """The task's tower (``MultiTaskModel`` treats it as shared when ``task`` is in ``read_through``)."""
         return [self.towers[task]]
 
 
-def _dependency_order(schema: Schema) -> list[str]:
+def dependency_order(schema: Schema) -> list[str]:
     """Task names with every task after the task it depends on (the Schema has no cycles)."""
     order: list[str] = []
     done: set[str] = set()
