@@ -1,0 +1,861 @@
+"""Model training step: mtlkit's MMoE, PLE and Shared-Bottom, and a plain looped MMoE, against the matmul rate.
+
+One training step = forward on a batch of 1024 rows, the sum of two binary cross-entropy losses (2 binary
+tasks), ``zero_grad``, backward and ``torch.optim.Adam.step`` (lr 1e-3, torch defaults). Two sizes:
+
+* ``paper`` (the MMoE paper's census-income setting): 100 numeric inputs, 8 experts of [16], towers [8];
+* ``production`` (production-like): 20 categorical features (vocabulary 1,000 each, embedding_dim 16, so
+  320 inputs) + 180 numeric = 500 inputs, 8 experts of [256, 128], towers [64].
+
+Comparable hyperparameters per model (``model_configs``):
+
+* ``mmoe``: 8 shared experts, one softmax gate per task;
+* ``ple``: 1 extraction level (= CGC) with 4 shared experts + 2 task experts per task = 8 experts in all, each
+  task's gate over its 2 + 4 experts;
+* ``shared_bottom``: bottom [8 x first expert width, the other expert widths], i.e. [128] (paper) and
+  [2048, 128] (production): the same matmul FLOPs as the 8 experts and the same output width at production;
+* ``mmoe_looped``: the same MMoE written as simple reference code does it: an ``nn.ModuleList`` of
+  ``nn.Sequential(nn.Linear, nn.ReLU)`` experts run in a Python loop and ``torch.stack``-ed, per-task gates and
+  towers. It uses mtlkit's ``FeatureEmbedding`` (so only the experts / gates / towers differ) and is checked to
+  compute the same logits as mtlkit's MMoE given the same weights.
+
+A model whose ``create_model`` raises (e.g. PLE before it exists) is reported as not available and skipped.
+
+The machine's fp32 matmul rate is measured in the same run: the median GFLOP/s of ``torch.mm`` on
+1024 x 1024 x 1024 (the "ceiling"), and, for reference, on the production experts' first-layer shape
+[1024, 500] x [500, 2048]. FLOPs per sample of a training step are counted analytically over matmuls only::
+
+    forward = sum over Linear-like products of 2 * in * out   (bias, activations, softmax, embeddings: 0)
+    train   = 3 * forward                                     (backward = 2 x forward: dX and dW)
+
+(``flops_per_sample``). Every model is also run once under ``torch.utils.flop_counter.FlopCounterMode`` as a
+cross-check (``counted_*`` in the JSON; its training count is lower where autograd skips dX of an input that
+needs no gradient, e.g. the numeric-only input at the paper size). The achieved fraction of the ceiling is
+(train FLOPs x samples/s) / ceiling GFLOP/s, computed per round against the ceiling measured in that round.
+
+Timing, one size after the other: an untimed warm-up (``--warmup`` steps per model), then ``--repeats`` rounds;
+each round measures the matmul rates, times ``--steps-per-round`` consecutive steps of every model of the size
+(in an order reversed every other round), and measures the matmul rates again (the round's ceiling is the mean
+of the two). Reported numbers are medians over rounds; the speedup of mtlkit's MMoE over the looped one is the
+median of the per-round ratios. Each step's forward (+ loss) / zero_grad + backward / optimizer time is also
+recorded (``phase_seconds``).
+
+Writes a JSON result (``--json``) and the ``model_step`` section of ``docs/benchmarks.md`` (unless
+``--no-docs``). Run from the repository root::
+
+    python benchmarks/model_step.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from mtlkit.models import create_model
+from mtlkit.models.base import Output
+from mtlkit.models.layers import FeatureEmbedding
+from mtlkit.schema import Feature, Schema, Task
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = "benchmarks/model_step.py"
+DEFAULT_JSON = REPO_ROOT / "benchmarks" / "results" / "model_step.json"
+DEFAULT_DOCS = REPO_ROOT / "docs" / "benchmarks.md"
+SECTION = "model_step"
+START_MARKER = f"<!-- {SECTION}:start -->"
+END_MARKER = f"<!-- {SECTION}:end -->"
+
+BATCH_SIZE = 1024
+NUM_TASKS = 2
+TASK_NAMES = tuple(f"task_{k}" for k in range(NUM_TASKS))
+LEARNING_RATE = 1e-3
+NUM_BATCHES = 4  # distinct random batches, cycled through
+MODELS = ("mmoe", "ple", "shared_bottom")
+LOOPED = "mmoe_looped"
+ADAM_VARIANTS = ("default", "foreach", "fused")
+
+TARGET_SPEEDUP = 2.0  # mtlkit MMoE vs looped MMoE, paper size
+TARGET_FRACTION = 0.70  # mtlkit MMoE vs the matmul ceiling, production size
+TARGET_SPEEDUP_SIZE = "paper"
+TARGET_FRACTION_SIZE = "production"
+
+DOCS_HEADER = """# Benchmarks
+
+Speed measurements of mtlkit. Each section below is written by a script under `benchmarks/`, which also
+writes its raw numbers (every timed round) to a JSON file under `benchmarks/results/`; re-run the script to
+refresh its section. Other sections are left untouched.
+
+Machine: 2 CPU cores, shared with other work and therefore noisy. Contenders are timed interleaved
+(A, B, A, B, ...) so that noise hits them alike, and the numbers reported are medians over the rounds;
+differences of a few percent are within the noise. Every section gives the command that produced it
+(run from the repository root).
+"""
+
+
+# ---------------------------------------------------------------------------------------------- sizes
+@dataclass(frozen=True)
+class Size:
+    """One benchmark size: the inputs and the expert / tower widths every model is built from."""
+
+    name: str
+    what: str
+    numeric: int
+    categorical: int
+    vocab_size: int
+    embedding_dim: int
+    num_experts: int
+    expert_sizes: tuple[int, ...]
+    tower_sizes: tuple[int, ...]
+
+    @property
+    def input_dim(self) -> int:
+        return self.numeric + self.categorical * self.embedding_dim
+
+
+SIZES: dict[str, Size] = {
+    "paper": Size(
+        name="paper",
+        what="MMoE paper (census-income): 100 numeric inputs, 8 experts of [16], towers [8]",
+        numeric=100,
+        categorical=0,
+        vocab_size=0,
+        embedding_dim=16,
+        num_experts=8,
+        expert_sizes=(16,),
+        tower_sizes=(8,),
+    ),
+    "production": Size(
+        name="production",
+        what="production-like: 20 categorical (vocabulary 1,000, embedding_dim 16) + 180 numeric = 500 inputs, "
+        "8 experts of [256, 128], towers [64]",
+        numeric=180,
+        categorical=20,
+        vocab_size=1_000,
+        embedding_dim=16,
+        num_experts=8,
+        expert_sizes=(256, 128),
+        tower_sizes=(64,),
+    ),
+}
+
+PLE_SHARED_EXPERTS = 4
+PLE_TASK_EXPERTS = 2  # per task: 4 + 2 * 2 = 8 experts, as MMoE's 8
+PLE_LEVELS = 1
+
+
+def build_schema(size: Size) -> Schema:
+    features = [
+        Feature(f"cat_{j}", kind="categorical", embedding_dim=size.embedding_dim, vocab_size=size.vocab_size)
+        for j in range(size.categorical)
+    ]
+    features += [Feature(f"num_{j}", kind="numeric") for j in range(size.numeric)]
+    return Schema(tuple(features), tuple(Task(name, kind="binary") for name in TASK_NAMES))
+
+
+def model_configs(size: Size) -> dict[str, dict[str, Any]]:
+    """``create_model`` keyword arguments of each mtlkit model at ``size`` (comparable hyperparameters)."""
+    first, *rest = size.expert_sizes
+    return {
+        "mmoe": {
+            "num_experts": size.num_experts,
+            "expert_sizes": list(size.expert_sizes),
+            "tower_sizes": list(size.tower_sizes),
+        },
+        "ple": {
+            "num_levels": PLE_LEVELS,
+            "shared_experts": PLE_SHARED_EXPERTS,
+            "task_experts": PLE_TASK_EXPERTS,
+            "expert_sizes": list(size.expert_sizes),
+            "tower_sizes": list(size.tower_sizes),
+        },
+        "shared_bottom": {
+            "bottom_sizes": [size.num_experts * first, *rest],
+            "tower_sizes": list(size.tower_sizes),
+        },
+    }
+
+
+def make_batches(size: Size, count: int, seed: int) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """``count`` random batches (codes [B, C] int64, numeric [B, F] float32, labels [B, K] in {0, 1})."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(count):
+        categorical = torch.randint(0, size.vocab_size or 1, (BATCH_SIZE, size.categorical), generator=g)
+        numeric = torch.randn((BATCH_SIZE, size.numeric), generator=g)
+        labels = torch.bernoulli(torch.full((BATCH_SIZE, NUM_TASKS), 0.3), generator=g)
+        out.append((categorical, numeric, labels))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- FLOPs
+def mlp_flops(in_dim: int, sizes: Sequence[int]) -> tuple[int, int]:
+    """(forward matmul FLOPs per sample, output width) of Linear layers of ``sizes`` after ``in_dim``."""
+    flops, width = 0, in_dim
+    for s in sizes:
+        flops += 2 * width * s
+        width = s
+    return flops, width
+
+
+def tower_flops(in_dim: int, sizes: Sequence[int]) -> int:
+    """A task tower: MLP(sizes) then a Linear to 1 logit."""
+    flops, width = mlp_flops(in_dim, sizes)
+    return flops + 2 * width
+
+
+def forward_flops(name: str, size: Size) -> int:
+    """Analytic forward matmul FLOPs per sample of model ``name`` at ``size`` (see the module docstring)."""
+    d_in, k = size.input_dim, NUM_TASKS
+    if name in ("mmoe", LOOPED):
+        e = size.num_experts
+        experts, d = mlp_flops(d_in, size.expert_sizes)
+        gates = 2 * d_in * e  # Linear(D, E) per task
+        mix = 2 * e * d  # [1, E] x [E, d] per task
+        return e * experts + k * (gates + mix + tower_flops(d, size.tower_sizes))
+    if name == "shared_bottom":
+        cfg = model_configs(size)["shared_bottom"]
+        bottom, d = mlp_flops(d_in, cfg["bottom_sizes"])
+        return bottom + k * tower_flops(d, size.tower_sizes)
+    if name == "ple":
+        s, t = PLE_SHARED_EXPERTS, PLE_TASK_EXPERTS
+        flops, width = 0, d_in
+        for level in range(PLE_LEVELS):
+            expert, d = mlp_flops(width, size.expert_sizes)
+            flops += (s + k * t) * expert  # every expert, whatever its input
+            flops += k * (2 * width * (s + t) + 2 * (s + t) * d)  # task gates and mixes
+            if level < PLE_LEVELS - 1:  # the shared gate feeds the next level
+                flops += 2 * width * (s + k * t) + 2 * (s + k * t) * d
+            width = d
+        return flops + k * tower_flops(width, size.tower_sizes)
+    raise ValueError(f"no FLOPs formula for {name!r}")
+
+
+def counted_flops(model: nn.Module, batch: tuple[Tensor, Tensor, Tensor]) -> tuple[int, int]:
+    """(forward, forward + backward) matmul FLOPs per sample counted by FlopCounterMode on ``batch``.
+
+    No optimizer step is taken; the gradients are cleared afterwards.
+    """
+    categorical, numeric, labels = batch
+    with FlopCounterMode(display=False) as counter:
+        model_logits(model, categorical, numeric)
+    forward = counter.get_total_flops()
+    with FlopCounterMode(display=False) as counter:
+        loss = task_loss(model_logits(model, categorical, numeric), labels)
+        loss.backward()
+    train = counter.get_total_flops()
+    model.zero_grad(set_to_none=True)
+    b = categorical.shape[0]
+    return forward // b, train // b
+
+
+# ---------------------------------------------------------------------------------------------- looped
+class LoopedMMoE(nn.Module):
+    """MMoE as simple reference code writes it: a Python list of expert MLPs, looped over and stacked.
+
+    Same function as ``mtlkit.models.mmoe.MMoE`` (see :meth:`load_from`), same input layer.
+    """
+
+    def __init__(
+        self, schema: Schema, num_experts: int, expert_sizes: Sequence[int], tower_sizes: Sequence[int]
+    ) -> None:
+        super().__init__()
+        self.task_names = schema.task_names
+        self.embedding = FeatureEmbedding(schema)
+        d_in = self.embedding.shared_dim
+        self.experts = nn.ModuleList()
+        for _ in range(num_experts):
+            layers: list[nn.Module] = []
+            width = d_in
+            for s in expert_sizes:
+                layers += [nn.Linear(width, s), nn.ReLU()]
+                width = s
+            self.experts.append(nn.Sequential(*layers))
+        self.gates = nn.ModuleList(
+            nn.Sequential(nn.Linear(d_in, num_experts), nn.Softmax(dim=-1)) for _ in self.task_names
+        )
+        self.towers = nn.ModuleList()
+        for _ in self.task_names:
+            layers, t_width = [], width
+            for s in tower_sizes:
+                layers += [nn.Linear(t_width, s), nn.ReLU()]
+                t_width = s
+            layers.append(nn.Linear(t_width, 1))
+            self.towers.append(nn.Sequential(*layers))
+
+    def compute(self, categorical: Tensor, numeric: Tensor) -> Output:
+        x, _ = self.embedding(categorical, numeric)
+        experts = torch.stack([expert(x) for expert in self.experts], dim=1)  # [B, E, d]
+        logits = {}
+        for task, gate, tower in zip(self.task_names, self.gates, self.towers, strict=True):
+            mixed = torch.bmm(gate(x).unsqueeze(1), experts).squeeze(1)
+            logits[task] = tower(mixed).squeeze(-1)
+        return Output(logits=logits, shared=experts)
+
+    @torch.no_grad()
+    def load_from(self, mmoe: nn.Module) -> None:
+        """Copy the weights of an mtlkit MMoE (same sizes) into this model."""
+        self.embedding.load_state_dict(mmoe.embedding.state_dict())
+        for layer, (weight, bias) in enumerate(zip(mmoe.experts.weights, mmoe.experts.biases, strict=True)):
+            for e, expert in enumerate(self.experts):
+                linear = expert[2 * layer]
+                linear.weight.copy_(weight[e].t())
+                linear.bias.copy_(bias[e])
+        for task, gate, tower in zip(self.task_names, self.gates, self.towers, strict=True):
+            gate[0].load_state_dict(mmoe.gates[task].linear.state_dict())
+            theirs = [m for m in mmoe.towers.towers[task].modules() if isinstance(m, nn.Linear)]
+            ours = [m for m in tower if isinstance(m, nn.Linear)]
+            for a, b in zip(ours, theirs, strict=True):
+                a.load_state_dict(b.state_dict())
+
+
+def looped_matches(size: Size, seed: int) -> float | None:
+    """Max |logit difference| between mtlkit's MMoE and LoopedMMoE holding the same weights (None when
+    mtlkit's MMoE cannot be built)."""
+    schema = build_schema(size)
+    cfg = model_configs(size)["mmoe"]
+    torch.manual_seed(seed)
+    try:
+        mmoe = create_model("mmoe", schema, **cfg)
+    except Exception:
+        return None
+    looped = LoopedMMoE(schema, size.num_experts, size.expert_sizes, size.tower_sizes)
+    looped.load_from(mmoe)
+    categorical, numeric, _ = make_batches(size, 1, seed)[0]
+    with torch.no_grad():
+        a = mmoe.compute(categorical, numeric).logits
+        b = looped.compute(categorical, numeric).logits
+    return max(float((a[t] - b[t]).abs().max()) for t in schema.task_names)
+
+
+# ---------------------------------------------------------------------------------------------- steps
+def model_logits(model: nn.Module, categorical: Tensor, numeric: Tensor) -> dict[str, Tensor]:
+    out: Output = model.compute(categorical, numeric)  # type: ignore[operator]
+    return out.logits
+
+
+def task_loss(logits: dict[str, Tensor], labels: Tensor) -> Tensor:
+    """Sum over tasks of the mean binary cross-entropy; task k's labels are column k."""
+    losses = [F.binary_cross_entropy_with_logits(logits[t], labels[:, k]) for k, t in enumerate(TASK_NAMES)]
+    return torch.stack(losses).sum()
+
+
+def make_optimizer(model: nn.Module, variant: str) -> torch.optim.Optimizer:
+    kwargs: dict[str, Any] = {} if variant == "default" else {variant: True}
+    return torch.optim.Adam(model.parameters(), lr=LEARNING_RATE, **kwargs)
+
+
+@dataclass
+class Contender:
+    """One model of one size, ready to be stepped."""
+
+    name: str
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    batches: list[tuple[Tensor, Tensor, Tensor]]
+    cursor: int = 0
+
+    def step(self) -> tuple[float, float, float]:
+        """One training step; returns its (forward + loss, zero_grad + backward, optimizer) seconds."""
+        categorical, numeric, labels = self.batches[self.cursor]
+        self.cursor = (self.cursor + 1) % len(self.batches)
+        t0 = time.perf_counter()
+        loss = task_loss(model_logits(self.model, categorical, numeric), labels)
+        t1 = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        t2 = time.perf_counter()
+        self.optimizer.step()
+        t3 = time.perf_counter()
+        return t1 - t0, t2 - t1, t3 - t2
+
+    def run(self, steps: int) -> tuple[float, list[float]]:
+        """Wall seconds per step over ``steps`` consecutive steps, and the mean seconds of each phase."""
+        phases = [0.0, 0.0, 0.0]
+        start = time.perf_counter()
+        for _ in range(steps):
+            for i, s in enumerate(self.step()):
+                phases[i] += s
+        total = time.perf_counter() - start
+        return total / steps, [p / steps for p in phases]
+
+
+def build_contender(
+    name: str, size: Size, batches: list[tuple[Tensor, Tensor, Tensor]], adam: str, seed: int
+) -> tuple[Contender | None, dict[str, Any]]:
+    """The contender and its description, or (None, {"available": False, "error": ...})."""
+    schema = build_schema(size)
+    torch.manual_seed(seed)
+    config: dict[str, Any]
+    if name == LOOPED:
+        config = {
+            "num_experts": size.num_experts,
+            "expert_sizes": list(size.expert_sizes),
+            "tower_sizes": list(size.tower_sizes),
+        }
+        model: nn.Module = LoopedMMoE(schema, size.num_experts, size.expert_sizes, size.tower_sizes)
+    else:
+        config = model_configs(size)[name]
+        try:
+            model = create_model(name, schema, **config)
+        except Exception as exc:  # not written yet, or a parameter it does not take
+            return None, {"available": False, "config": config, "error": f"{type(exc).__name__}: {exc}"}
+    model.train()
+    counted_forward, counted_train = counted_flops(model, batches[0])
+    forward = forward_flops(name, size)
+    info = {
+        "available": True,
+        "config": config,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "flops_per_sample": {
+            "forward": forward,
+            "train": 3 * forward,
+            "counted_forward": counted_forward,
+            "counted_train": counted_train,
+        },
+    }
+    return Contender(name, model, make_optimizer(model, adam), batches), info
+
+
+# ---------------------------------------------------------------------------------------------- matmul
+MATMUL_SHAPES: dict[str, tuple[int, int, int]] = {
+    "square_1024": (1024, 1024, 1024),
+    "production_expert_layer1": (BATCH_SIZE, SIZES["production"].input_dim, 8 * 256),
+}
+CEILING_SHAPE = "square_1024"
+
+
+def make_matmul_operands(seed: int) -> dict[str, tuple[Tensor, Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        name: (torch.randn((m, k), generator=g), torch.randn((k, n), generator=g))
+        for name, (m, k, n) in MATMUL_SHAPES.items()
+    }
+
+
+def matmul_gflops(a: Tensor, b: Tensor, calls: int) -> float:
+    """Median GFLOP/s of ``calls`` torch.mm(a, b) (output preallocated)."""
+    out = torch.empty((a.shape[0], b.shape[1]))
+    flops = 2 * a.shape[0] * a.shape[1] * b.shape[1]
+    rates = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        rates.append(flops / (time.perf_counter() - start) / 1e9)
+    return statistics.median(rates)
+
+
+# ---------------------------------------------------------------------------------------------- output
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def sig3(x: float) -> str:
+    """A positive number to 3 significant digits with thousands separators (the machine is noisy)."""
+    if x <= 0 or not math.isfinite(x):
+        return f"{x:g}"
+    exponent = math.floor(math.log10(x))
+    return f"{round(x, 2 - exponent):,.{max(0, 2 - exponent)}f}"
+
+
+def fmt_flops(flops: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if flops >= scale:
+            return f"{sig3(flops / scale)} {unit}"
+    return sig3(flops)
+
+
+def docs_section(result: dict[str, Any]) -> str:
+    """The markdown between the markers (markers excluded)."""
+    yes = {True: "yes", False: "**no**", None: "not measured"}
+    mm = result["matmul"]
+    lines = [
+        "## Model training step: MMoE, PLE, Shared-Bottom vs a looped MMoE and the matmul rate",
+        "",
+        f"One training step = forward on {result['batch_size']} rows, sum of 2 binary cross-entropy losses, "
+        f"`zero_grad`, backward, `torch.optim.Adam` step (lr {LEARNING_RATE:g}, "
+        f"{'torch defaults' if result['adam'] == 'default' else result['adam'] + '=True'}); "
+        f"{result['threads']} torch threads, CPU, float32. Median of {result['repeats']} interleaved rounds of "
+        f"{result['steps_per_round']} consecutive steps per model (after {result['warmup']} warm-up steps); "
+        "the order of the contenders is reversed every other round.",
+        "",
+        "Sizes and configurations (comparable hyperparameters):",
+        "",
+    ]
+    sizes = list(result["sizes"].values())
+    for size in sizes:
+        lines.append(f"* `{size['name']}`: {size['what']}.")
+    run = {name for size in sizes for name in size["models"]}
+    diffs = [
+        f"{s['name']}: {s['looped_max_abs_diff']:.1e}" for s in sizes if s["looped_max_abs_diff"] is not None
+    ]
+    if "mmoe" in run:
+        lines.append("* `mmoe`: 8 shared experts, one softmax gate per task.")
+    if LOOPED in run:
+        lines.append(
+            "* `mmoe_looped`: the same MMoE as reference code writes it (`nn.ModuleList` of "
+            "`nn.Sequential(nn.Linear, nn.ReLU)` experts run in a Python loop, `torch.stack`, per-task gates and "
+            "towers), with mtlkit's `FeatureEmbedding`"
+            + (
+                f"; gives the same logits as `mmoe` with the same weights (max |difference| {', '.join(diffs)})"
+                if diffs
+                else ""
+            )
+            + "."
+        )
+    if "ple" in run:
+        lines.append(
+            f"* `ple`: {PLE_LEVELS} extraction level (CGC), {PLE_SHARED_EXPERTS} shared experts + "
+            f"{PLE_TASK_EXPERTS} task experts per task = {PLE_SHARED_EXPERTS + NUM_TASKS * PLE_TASK_EXPERTS} "
+            "experts of the same sizes as MMoE's; each task's gate mixes its own + the shared experts."
+        )
+    if "shared_bottom" in run:
+        bottoms = ", ".join(
+            f"{s['models']['shared_bottom']['config']['bottom_sizes']} ({s['name']})" for s in sizes
+        )
+        lines.append(
+            f"* `shared_bottom`: bottom [8 x first expert width, other expert widths] = {bottoms}: the same "
+            "matmul FLOPs as the 8 experts."
+        )
+    lines += [
+        "",
+        "FLOPs/sample counts matmuls only: forward = sum of 2 x in x out over every Linear-like product "
+        "(experts, gates, gate-weighted mix, towers; biases, activations, softmax and embedding lookups count "
+        "0); a training step = 3 x forward (backward = dX + dW = 2 x forward). Fraction of ceiling = "
+        "(FLOPs/sample x samples/s) / the fp32 matmul rate of `torch.mm` 1024 x 1024 x 1024 measured in the "
+        "same round (median over rounds of the per-round fraction). `torch.utils.flop_counter` counts the "
+        "same forward FLOPs for every model (JSON: `counted_forward`); its backward count is lower at the paper "
+        "size, where the numeric-only input needs no dX.",
+        "",
+        f"Matmul ceiling (median over rounds): {sig3(mm['ceiling_gflops'])} GFLOP/s "
+        f"(`torch.mm` 1024 x 1024 x 1024); production experts' first-layer shape "
+        f"[1024, 500] x [500, 2048]: {sig3(mm['shapes']['production_expert_layer1']['median_gflops'])} GFLOP/s.",
+        "",
+        "| size | model | median ms/step | samples/s | FLOPs/sample (train) | GFLOP/s | fraction of ceiling "
+        "| vs `mmoe_looped` | forward / backward / optimizer ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    unavailable = []
+    for size in result["sizes"].values():
+        for name, m in size["models"].items():
+            if not m["available"]:
+                unavailable.append(f"`{name}` ({size['name']}): {m['error']}")
+                continue
+            speedup = f"{m['speedup_vs_looped']:.2f}x" if m.get("speedup_vs_looped") else ""
+            if name == LOOPED:
+                speedup = "1.00x"
+            ph = m["median_phase_ms"]
+            lines.append(
+                f"| {size['name']} | `{name}` | {m['median_ms']:.2f} | {sig3(m['samples_per_second'])} "
+                f"| {fmt_flops(m['flops_per_sample']['train'])} | {sig3(m['achieved_gflops'])} "
+                f"| {100 * m['median_fraction_of_ceiling']:.1f}% | {speedup} "
+                f"| {ph['forward']:.2f} / {ph['backward']:.2f} / {ph['optimizer']:.2f} |"
+            )
+    if unavailable:
+        lines += ["", "Not available (skipped): " + "; ".join(unavailable) + "."]
+    tg = result["targets"]
+    speedup = "-" if tg["speedup"] is None else f"{tg['speedup']:.2f}x"
+    fraction = "-" if tg["fraction"] is None else f"{100 * tg['fraction']:.1f}%"
+    lines += [
+        "",
+        "| target | measured | met |",
+        "|---|---:|:---:|",
+        f"| `mmoe` >= {tg['speedup_min']:g}x `mmoe_looped`, {TARGET_SPEEDUP_SIZE} size "
+        f"| {speedup} | {yes[tg['speedup_met']]} |",
+        f"| `mmoe` >= {100 * tg['fraction_min']:.0f}% of the matmul ceiling, {TARGET_FRACTION_SIZE} size "
+        f"| {fraction} | {yes[tg['fraction_met']]} |",
+        "",
+        f"torch {result['torch_version']}, Python {result['python_version']}, {result['timestamp']}"
+        + (f", commit `{result['git_commit'][:12]}`" if result["git_commit"] else "")
+        + ".",
+        f"Raw per-round timings: `benchmarks/results/{SECTION}.json`. Command:",
+        "",
+        "```",
+        result["command"],
+        "```",
+    ]
+    return "\n".join(lines)
+
+
+def update_docs(path: Path, section: str) -> None:
+    """Replace what is between this benchmark's markers in ``path`` (create the file / section if missing)."""
+    block = f"{START_MARKER}\n{section.strip()}\n{END_MARKER}"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{DOCS_HEADER}\n{block}\n", encoding="utf-8")
+        return
+    text = path.read_text(encoding="utf-8")
+    starts, ends = text.count(START_MARKER), text.count(END_MARKER)
+    if starts == 0 and ends == 0:
+        path.write_text(text.rstrip("\n") + f"\n\n{block}\n", encoding="utf-8")
+        return
+    i, j = text.find(START_MARKER), text.find(END_MARKER)
+    if starts != 1 or ends != 1 or j < i:
+        raise SystemExit(
+            f"{path}: expected one {START_MARKER} followed by one {END_MARKER}, found {starts} start "
+            f"and {ends} end marker(s); fix the file by hand"
+        )
+    path.write_text(text[:i] + block + text[j + len(END_MARKER) :], encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------- rounds
+def run_size(
+    size: Size,
+    args: argparse.Namespace,
+    operands: dict[str, tuple[Tensor, Tensor]],
+    mm_rates: dict[str, list[float]],
+) -> dict[str, Any]:
+    """Build the contenders of one size, warm them up, time them over interleaved rounds, and summarize.
+
+    Each round measures the matmul rates (appended to ``mm_rates``) before and after the contenders' blocks
+    and pairs every contender's round with the mean of the two ceilings.
+    """
+    batches = make_batches(size, NUM_BATCHES, args.seed)
+    models: dict[str, dict[str, Any]] = {}
+    contenders: list[Contender] = []
+    for name in args.models:
+        contender, info = build_contender(name, size, batches, args.adam, args.seed)
+        models[name] = info
+        if contender is None:
+            print(f"{size.name}: {name} not available ({info['error']}); skipped")
+            continue
+        contenders.append(contender)
+        fl = info["flops_per_sample"]
+        print(
+            f"{size.name}: {name}: {info['parameters']:,} parameters, train FLOPs/sample "
+            f"{fmt_flops(fl['train'])} (FlopCounterMode: {fmt_flops(fl['counted_train'])})"
+        )
+    out: dict[str, Any] = {
+        "name": size.name,
+        "what": size.what,
+        "size": asdict(size),
+        "input_dim": size.input_dim,
+        "looped_max_abs_diff": looped_matches(size, args.seed) if LOOPED in args.models else None,
+        "ceiling_gflops_per_round": [],
+        "models": models,
+    }
+    if not contenders:
+        return out
+
+    for c in contenders:
+        for _ in range(args.warmup):
+            c.step()
+    per_step: dict[str, list[float]] = {c.name: [] for c in contenders}
+    phases: dict[str, list[list[float]]] = {c.name: [] for c in contenders}
+    ceilings: list[float] = out["ceiling_gflops_per_round"]
+    for r in range(args.repeats):
+        order = contenders if r % 2 == 0 else contenders[::-1]
+        before = {name: matmul_gflops(a, b, args.matmul_calls) for name, (a, b) in operands.items()}
+        for c in order:
+            seconds, ph = c.run(args.steps_per_round)
+            per_step[c.name].append(seconds)
+            phases[c.name].append(ph)
+        after = {name: matmul_gflops(a, b, args.matmul_calls) for name, (a, b) in operands.items()}
+        for name in MATMUL_SHAPES:
+            mm_rates[name].append((before[name] + after[name]) / 2)
+        ceilings.append(mm_rates[CEILING_SHAPE][-1])
+        print(
+            f"{size.name} round {r + 1}/{args.repeats}: ceiling {ceilings[-1]:.0f} GFLOP/s; "
+            + ", ".join(f"{c.name} {per_step[c.name][-1] * 1e3:.2f} ms" for c in contenders)
+        )
+
+    names = ("forward", "backward", "optimizer")
+    for name, seconds in per_step.items():
+        m = models[name]
+        train_flops = m["flops_per_sample"]["train"]
+        fractions = [
+            train_flops * BATCH_SIZE / sec / 1e9 / ceiling
+            for sec, ceiling in zip(seconds, ceilings, strict=True)
+        ]
+        med = median(seconds)
+        m.update(
+            {
+                "seconds_per_step": seconds,
+                "median_ms": med * 1e3,
+                "samples_per_second": BATCH_SIZE / med,
+                "achieved_gflops": train_flops * BATCH_SIZE / med / 1e9,
+                "fraction_of_ceiling": fractions,
+                "median_fraction_of_ceiling": median(fractions),
+                "phase_seconds": {ph: [p[i] for p in phases[name]] for i, ph in enumerate(names)},
+                "median_phase_ms": {
+                    ph: median([p[i] for p in phases[name]]) * 1e3 for i, ph in enumerate(names)
+                },
+            }
+        )
+    if "mmoe" in per_step and LOOPED in per_step:
+        ratios = [lo / mt for lo, mt in zip(per_step[LOOPED], per_step["mmoe"], strict=True)]
+        models["mmoe"]["speedup_vs_looped_per_round"] = ratios
+        models["mmoe"]["speedup_vs_looped"] = median(ratios)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Time a training step (forward + backward + Adam) of mtlkit's MMoE, PLE and "
+        "Shared-Bottom and of a plain looped MMoE, interleaved over several rounds, against the measured "
+        "fp32 matmul rate.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES), help="sizes to run")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        choices=[*MODELS, LOOPED],
+        default=[*MODELS, LOOPED],
+        help=f"contenders ({LOOPED} is the reference MMoE written with a Python loop over experts)",
+    )
+    p.add_argument("--repeats", type=int, default=15, help="interleaved rounds to take medians over")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps per contender before the rounds")
+    p.add_argument("--steps-per-round", type=int, default=10, help="consecutive timed steps per contender")
+    p.add_argument("--matmul-calls", type=int, default=5, help="torch.mm calls per shape per round")
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    p.add_argument("--adam", choices=ADAM_VARIANTS, default="default", help="torch.optim.Adam implementation")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the random batches")
+    p.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write the JSON result")
+    p.add_argument("--docs", type=Path, default=DEFAULT_DOCS, help="the benchmarks page to update")
+    p.add_argument("--no-docs", action="store_true", help="do not update the benchmarks page")
+    args = p.parse_args(argv)
+    for name in ("repeats", "steps_per_round", "matmul_calls", "threads"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.warmup < 0:
+        p.error("--warmup must be >= 0")
+    args.sizes = list(dict.fromkeys(args.sizes))
+    args.models = list(dict.fromkeys(args.models))
+    return args
+
+
+def median(xs: Sequence[float]) -> float:
+    return float(statistics.median(xs))
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    raw_args = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(raw_args)
+    command = shlex.join(["python", SCRIPT, *raw_args])
+    torch.set_num_threads(args.threads)
+
+    operands = make_matmul_operands(args.seed)
+    for a, b in operands.values():
+        matmul_gflops(a, b, 2)  # warm-up
+    mm_rates: dict[str, list[float]] = {name: [] for name in MATMUL_SHAPES}  # every round, in run order
+    sizes_out = {name: run_size(SIZES[name], args, operands, mm_rates) for name in args.sizes}
+    if not any(m["available"] for s in sizes_out.values() for m in s["models"].values()):
+        raise SystemExit("no contender could be built")
+
+    def model_field(size: str, field: str) -> float | None:
+        m = sizes_out.get(size, {}).get("models", {}).get("mmoe", {})
+        value = m.get(field)
+        return float(value) if value is not None else None
+
+    speedup = model_field(TARGET_SPEEDUP_SIZE, "speedup_vs_looped")
+    fraction = model_field(TARGET_FRACTION_SIZE, "median_fraction_of_ceiling")
+    speedup_met = None if speedup is None else speedup >= TARGET_SPEEDUP
+    fraction_met = None if fraction is None else fraction >= TARGET_FRACTION
+    result: dict[str, Any] = {
+        "benchmark": SECTION,
+        "batch_size": BATCH_SIZE,
+        "tasks": NUM_TASKS,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "steps_per_round": args.steps_per_round,
+        "threads": torch.get_num_threads(),
+        "adam": args.adam,
+        "learning_rate": LEARNING_RATE,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "flops_formula": "forward = sum of 2*in*out over matmuls (experts, gates, mix, towers); train = 3*forward",
+        "matmul": {
+            "ceiling_shape": CEILING_SHAPE,
+            "ceiling_gflops": median(mm_rates[CEILING_SHAPE]),
+            "calls_per_round": args.matmul_calls,
+            "shapes": {
+                name: {
+                    "m_k_n": list(MATMUL_SHAPES[name]),
+                    "gflops": rates,
+                    "median_gflops": median(rates),
+                }
+                for name, rates in mm_rates.items()
+            },
+        },
+        "sizes": sizes_out,
+        "targets": {
+            "speedup_min": TARGET_SPEEDUP,
+            "speedup_size": TARGET_SPEEDUP_SIZE,
+            "speedup": speedup,
+            "speedup_met": speedup_met,
+            "fraction_min": TARGET_FRACTION,
+            "fraction_size": TARGET_FRACTION_SIZE,
+            "fraction": fraction,
+            "fraction_met": fraction_met,
+            "all_met": bool(speedup_met and fraction_met),
+        },
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "command": command,
+    }
+    for size_out in sizes_out.values():
+        for m in size_out["models"].values():
+            if m["available"] and not all(
+                math.isfinite(x) and x > 0 for x in (m["median_ms"], m["median_fraction_of_ceiling"])
+            ):
+                raise RuntimeError(f"non-finite result: {m}")
+
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    if not args.no_docs:
+        update_docs(args.docs, docs_section(result))
+
+    print()
+    print(f"matmul ceiling: {result['matmul']['ceiling_gflops']:.0f} GFLOP/s (torch.mm 1024^3, median)")
+    for size_out in sizes_out.values():
+        for name, m in size_out["models"].items():
+            if not m["available"]:
+                print(f"{size_out['name']:>10} {name:14s} not available")
+                continue
+            extra = f", {m['speedup_vs_looped']:.2f}x looped" if "speedup_vs_looped" in m else ""
+            print(
+                f"{size_out['name']:>10} {name:14s} {m['median_ms']:8.2f} ms/step "
+                f"{m['samples_per_second']:>10,.0f} samples/s "
+                f"{100 * m['median_fraction_of_ceiling']:5.1f}% of ceiling{extra}"
+            )
+    verdict: dict[bool | None, str] = {True: "met", False: "NOT met", None: "not measured"}
+    print(f"target mmoe >= {TARGET_SPEEDUP:g}x looped ({TARGET_SPEEDUP_SIZE}): {verdict[speedup_met]}")
+    print(
+        f"target mmoe >= {100 * TARGET_FRACTION:.0f}% of ceiling ({TARGET_FRACTION_SIZE}): "
+        f"{verdict[fraction_met]}"
+    )
+    print(f"wrote {args.json}" + ("" if args.no_docs else f" and {args.docs}"))
+    return result
+
+
+if __name__ == "__main__":
+    main()
