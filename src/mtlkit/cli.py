@@ -1,5 +1,8 @@
 """The ``mtlkit`` command line.
 
+    mtlkit train CONFIG [--out DIR] [--set key.path=value ...] [--resume | --overwrite]
+    mtlkit evaluate DIR [--data FILE]
+    mtlkit predict DIR INPUT OUTPUT
     mtlkit data list
     mtlkit data describe NAME [--set key=value ...] [--data-dir DIR] [--json]
     mtlkit data describe FILE.csv|FILE.parquet --label COLUMN [--label ...] [--json]
@@ -54,6 +57,36 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mtlkit", description="Multi-task and multi-objective learning for ranking."
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a run from a YAML configuration")
+    train.add_argument("config", help="the run configuration (YAML), e.g. examples/synthetic.yaml")
+    train.add_argument("--out", help="the run folder (default: runs/<config name>)")
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a configuration value, e.g. --set training.lr=0.01 (repeatable; values are YAML)",
+    )
+    again = train.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    again.add_argument("--overwrite", action="store_true", help="start again in a folder that holds a run")
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="metrics of a trained run (its valid/test data, or a file)"
+    )
+    evaluate.add_argument("run", help="the run folder (with checkpoint.pt)")
+    evaluate.add_argument("--data", help="a labelled CSV / Parquet file to evaluate on instead")
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    evaluate.set_defaults(handler=_evaluate)
+
+    predict = commands.add_parser("predict", help="add pred_<task> columns to the rows of a file")
+    predict.add_argument("run", help="the run folder (with checkpoint.pt)")
+    predict.add_argument("input", help="CSV / Parquet file with the feature columns")
+    predict.add_argument("output", help="where to write the rows with their predictions (.csv or .parquet)")
+    predict.set_defaults(handler=_predict)
     data = commands.add_parser("data", help="list, describe and inspect data sets and files")
     data_commands = data.add_subparsers(title="data commands", metavar="SUBCOMMAND")
     data.set_defaults(handler=lambda _args: _print_help(data))
@@ -92,6 +125,82 @@ def build_parser() -> argparse.ArgumentParser:
 def _print_help(parser: argparse.ArgumentParser) -> int:
     parser.print_help()
     return 2
+
+
+# ------------------------------------------------------------------------------------- train / evaluate
+def _train(args: argparse.Namespace) -> int:
+    from mtlkit.config import load_config
+    from mtlkit.training.run import train_run
+
+    config = load_config(args.config, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    result = train_run(config, out, resume=args.resume, overwrite=args.overwrite)
+    console = Console(highlight=False)
+    console.print(f"[bold]{args.config}[/bold] -> {out}  (best epoch {result.metrics['best_epoch']})")
+    console.print(result.metrics["note"])
+    print_metrics(console, {"valid": result.metrics["valid"], "test": result.metrics["test"]})
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from mtlkit.training.run import build_splits, load_run, read_for_run
+
+    run = load_run(args.run)
+    if args.data:
+        results = {
+            Path(args.data).name: run.trainer.evaluate(read_for_run(run, args.data, require_labels=True))
+        }
+    else:
+        splits = build_splits(run.config)
+        results = {"valid": run.trainer.evaluate(splits.valid), "test": run.trainer.evaluate(splits.test)}
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print_metrics(Console(highlight=False), results)
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import pyarrow as pa
+
+    from mtlkit.data.readers import read_arrow, write_table
+    from mtlkit.training.run import load_run, read_for_run
+
+    run = load_run(args.run)
+    table = read_for_run(run, args.input, require_labels=False)
+    raw, _ = read_arrow(args.input)
+    predictions = run.trainer.predict(table)
+    for name, values in predictions.items():
+        if values.dim() == 1:
+            raw = raw.append_column(f"pred_{name}", pa.array(values.numpy()))
+        else:  # multiclass: one probability column per class
+            for k in range(values.shape[1]):
+                raw = raw.append_column(f"pred_{name}_{k}", pa.array(values[:, k].numpy()))
+    write_table(raw, args.output)
+    print(f"wrote {raw.num_rows:,} rows with {', '.join('pred_' + n for n in predictions)} to {args.output}")
+    return 0
+
+
+def print_metrics(console: Console, results: dict[str, dict[str, dict[str, float]]]) -> None:
+    """One table: a row per task (and the mean), a column per part and metric."""
+    parts = list(results)
+    columns = [(part, metric) for part in parts for metric in _metric_names(results[part])]
+    table = RichTable(title="metrics")
+    table.add_column("task")
+    for part, metric in columns:
+        table.add_column(f"{part} {metric}", justify="right")
+    names = list(dict.fromkeys(task for part in parts for task in results[part]))
+    for task in names:
+        row = [task]
+        for part, metric in columns:
+            value = results[part].get(task, {}).get(metric)
+            row.append("-" if value is None else f"{value:.4f}")
+        table.add_row(*row)
+    console.print(table)
+
+
+def _metric_names(scores: dict[str, dict[str, float]]) -> list[str]:
+    return list(dict.fromkeys(metric for values in scores.values() for metric in values))
 
 
 # ---------------------------------------------------------------------------------------------- data list

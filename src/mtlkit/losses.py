@@ -1,0 +1,409 @@
+"""Per-task losses, label masks and sample weights.
+
+Every loss is an ``nn.Module`` whose ``forward(logits, target)`` returns the **per-row** loss [B], unreduced.
+Binary and regression logits are [B] with float targets [B]; multiclass logits are [B, K] with class indices
+stored as floats [B]. Targets reaching a loss are never NaN: :func:`task_losses` replaces missing labels first.
+
+:func:`task_losses` turns a batch into the vector [T] of task losses, in schema task order. For task j, rows whose
+label is NaN are masked out, and the task's loss is the sample-weighted mean over its labelled rows,
+``sum_i w_i l_i / sum_i w_i`` (``w_i = 1`` without sample weights). A task with no labelled row (or zero total
+weight) in the batch contributes exactly 0, with finite (zero) gradients. The static ``Task.weight`` is *not*
+applied here: the balancer applies it.
+
+:class:`LossSet` holds the loss module of each task, built once from the Schema (``Task.loss``).
+
+Registry: ``create_loss(name, kind=None, **params)`` and ``list_losses(kind=None)``; one name may serve several
+task kinds (``focal`` is :class:`Focal` for binary tasks and :class:`MulticlassFocal` for multiclass ones).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from functools import reduce
+from typing import Any, ClassVar, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mtlkit.errors import MtlkitError, did_you_mean, listing
+from mtlkit.schema import Schema, TaskKind
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+# ---------------------------------------------------------------------------------------------- validation
+def _number(what: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _shape(t: Tensor) -> list[int]:
+    return list(t.shape)
+
+
+def check_shapes(kind: str, logits: Tensor, target: Tensor, where: str) -> None:
+    """Fail unless ``logits`` / ``target`` have the shapes a ``kind`` loss expects ([B] / [B], or [B, K] / [B]).
+
+    A [B, 1] logit for a binary task is an error rather than a broadcast: ``(z - y) ** 2`` on [B, 1] and [B]
+    would silently become [B, B].
+    """
+    if kind == "multiclass":
+        if logits.dim() != 2 or target.shape != logits.shape[:1] or logits.shape[1] < 2:
+            raise ValueError(
+                f"{where}: a multiclass loss takes logits [B, K] with K >= 2 and targets [B], "
+                f"got logits {_shape(logits)} and targets {_shape(target)}"
+            )
+    elif logits.dim() != 1 or target.shape != logits.shape:
+        raise ValueError(
+            f"{where}: a {kind} loss takes logits [B] and targets [B], "
+            f"got logits {_shape(logits)} and targets {_shape(target)}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------- losses
+class Loss(nn.Module):
+    """A per-row loss for one task kind: ``forward(logits, target) -> [B]``.
+
+    Subclasses set ``name`` (the registry name, as in ``Task.loss``) and ``kind`` (the task kind it serves),
+    and store each constructor argument under its own name (``repr`` is built from them).
+    """
+
+    name: ClassVar[str]
+    kind: ClassVar[TaskKind]
+
+    def __init__(self) -> None:  # losses without hyperparameters take none (not nn.Module's *args)
+        super().__init__()
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        check_shapes(self.kind, logits, target, type(self).__name__)
+        return self.per_row(logits, target.to(logits.dtype) if self.kind != "multiclass" else target)
+
+    def per_row(self, logits: Tensor, target: Tensor) -> Tensor:
+        """The unreduced loss, shapes already checked."""
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        params = list(inspect.signature(type(self).__init__).parameters)[1:]
+        return ", ".join(f"{p}={getattr(self, p)!r}" for p in params)
+
+
+class BCE(Loss):
+    """Binary cross-entropy on logits: ``l = -[y log sigmoid(z) + (1 - y) log sigmoid(-z)]`` (stable form)."""
+
+    name = "bce"
+    kind = "binary"
+
+    def per_row(self, logits: Tensor, target: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+
+
+class Focal(Loss):
+    """Binary focal loss (Lin et al. 2017, "Focal Loss for Dense Object Detection") on logits.
+
+    ``FL = -alpha_t (1 - p_t)^gamma log p_t`` with ``p = sigmoid(z)``, ``p_t = p`` and ``alpha_t = alpha`` for a
+    positive, ``p_t = 1 - p`` and ``alpha_t = 1 - alpha`` for a negative. ``alpha=None`` weights both by 1;
+    ``gamma=0, alpha=None`` is exactly :class:`BCE`. Computed in log space, ``(1 - p_t)^gamma =
+    exp(gamma log sigmoid(-+z))``, so values and gradients stay finite for any finite logit and any gamma >= 0.
+
+    Args:
+        gamma: focusing parameter, >= 0 (the paper's best: 2).
+        alpha: weight of the positive class in [0, 1], or None for no class weighting (the paper's best: 0.25).
+    """
+
+    name = "focal"
+    kind = "binary"
+
+    def __init__(self, gamma: float = 2.0, alpha: float | None = 0.25) -> None:
+        super().__init__()
+        self.gamma = _number("gamma", gamma)
+        if self.gamma < 0:
+            raise ValueError(f"gamma must be >= 0, got {gamma!r}")
+        if alpha is not None:
+            value = _number("alpha", alpha)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"alpha must be in [0, 1] or None, got {alpha!r}")
+            alpha = value
+        self.alpha = alpha
+
+    def per_row(self, logits: Tensor, target: Tensor) -> Tensor:
+        log_p = F.logsigmoid(logits)  # log p
+        log_q = F.logsigmoid(-logits)  # log (1 - p)
+        pos = -torch.exp(self.gamma * log_q) * log_p
+        neg = -torch.exp(self.gamma * log_p) * log_q
+        if self.alpha is not None:
+            pos = self.alpha * pos
+            neg = (1.0 - self.alpha) * neg
+        return target * pos + (1.0 - target) * neg
+
+
+class MulticlassFocal(Loss):
+    """Softmax focal loss (Lin et al. 2017) for a multiclass task: ``FL = -(1 - p_t)^gamma log p_t``.
+
+    ``p_t = softmax(z)_y``. No class weighting (``alpha``): a scalar would only rescale the loss. ``gamma=0`` is
+    exactly :class:`CE`. ``log(1 - p_t)`` is the log-sum-exp of the other classes minus that of all classes, so
+    it stays finite and accurate even when ``p_t`` rounds to 1.
+
+    Args:
+        gamma: focusing parameter, >= 0.
+    """
+
+    name = "focal"
+    kind = "multiclass"
+
+    def __init__(self, gamma: float = 2.0) -> None:
+        super().__init__()
+        self.gamma = _number("gamma", gamma)
+        if self.gamma < 0:
+            raise ValueError(f"gamma must be >= 0, got {gamma!r}")
+
+    def per_row(self, logits: Tensor, target: Tensor) -> Tensor:
+        index = target.long().unsqueeze(1)
+        lse_all = torch.logsumexp(logits, dim=1)
+        log_pt = logits.gather(1, index).squeeze(1) - lse_all
+        is_target = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, index, True)
+        log_not_pt = torch.logsumexp(logits.masked_fill(is_target, -math.inf), dim=1) - lse_all
+        return -torch.exp(self.gamma * log_not_pt) * log_pt
+
+
+class CE(Loss):
+    """Softmax cross-entropy: ``l = -log softmax(z)_y``, labels are class indices stored as floats."""
+
+    name = "ce"
+    kind = "multiclass"
+
+    def per_row(self, logits: Tensor, target: Tensor) -> Tensor:
+        return F.cross_entropy(logits, target.long(), reduction="none")
+
+
+class MSE(Loss):
+    """Squared error: ``l = (z - y)^2``."""
+
+    name = "mse"
+    kind = "regression"
+
+    def per_row(self, logits: Tensor, target: Tensor) -> Tensor:
+        return (logits - target).square()
+
+
+class Huber(Loss):
+    """Huber loss (Huber 1964): ``l = 0.5 r^2`` if ``|r| <= delta`` else ``delta (|r| - 0.5 delta)``, ``r = z - y``.
+
+    Args:
+        delta: where the loss turns from quadratic to linear, > 0.
+    """
+
+    name = "huber"
+    kind = "regression"
+
+    def __init__(self, delta: float = 1.0) -> None:
+        super().__init__()
+        self.delta = _number("delta", delta)
+        if self.delta <= 0:
+            raise ValueError(f"delta must be > 0, got {delta!r}")
+
+    def per_row(self, logits: Tensor, target: Tensor) -> Tensor:
+        return F.huber_loss(logits, target, reduction="none", delta=self.delta)
+
+
+class MAE(Loss):
+    """Absolute error: ``l = |z - y|``."""
+
+    name = "mae"
+    kind = "regression"
+
+    def per_row(self, logits: Tensor, target: Tensor) -> Tensor:
+        return (logits - target).abs()
+
+
+# ---------------------------------------------------------------------------------------------- registry
+#: Every loss class, in the order names are listed (per kind, the first is the default).
+_ENTRIES: tuple[type[Loss], ...] = (BCE, Focal, MSE, Huber, MAE, CE, MulticlassFocal)
+
+
+def _registry() -> dict[str, dict[str, type[Loss]]]:
+    registry: dict[str, dict[str, type[Loss]]] = {}
+    for cls in _ENTRIES:
+        by_kind = registry.setdefault(cls.name, {})
+        if cls.kind in by_kind:
+            raise RuntimeError(f"loss {cls.name!r} is registered twice for {cls.kind} tasks")
+        by_kind[cls.kind] = cls
+    return registry
+
+
+#: name -> task kind -> loss class: the one place losses are registered.
+LOSS_CLASSES: dict[str, dict[str, type[Loss]]] = _registry()
+
+
+def list_losses(kind: str | None = None) -> list[str]:
+    """Names accepted by :func:`create_loss`; with ``kind``, those serving that task kind (default first)."""
+    if kind is None:
+        return list(LOSS_CLASSES)
+    return [cls.name for cls in _ENTRIES if cls.kind == kind]
+
+
+def loss_class(name: str, kind: str | None = None) -> type[Loss]:
+    """The class registered as ``name`` for ``kind`` (``kind`` may be left out when ``name`` serves one kind)."""
+    if name not in LOSS_CLASSES:
+        raise MtlkitError(
+            f"unknown loss {name!r}{did_you_mean(name, LOSS_CLASSES)}; available: {listing(LOSS_CLASSES)}"
+        )
+    by_kind = LOSS_CLASSES[name]
+    if kind is None:
+        if len(by_kind) > 1:
+            options = " or ".join(f"kind={k!r}" for k in by_kind)
+            raise MtlkitError(f"loss {name!r} serves several task kinds: pass {options}")
+        return next(iter(by_kind.values()))
+    kinds = get_args(TaskKind)
+    if kind not in kinds:
+        raise MtlkitError(
+            f"unknown task kind {kind!r}{did_you_mean(str(kind), kinds)}; kinds are {listing(kinds)}"
+        )
+    if kind not in by_kind:
+        raise MtlkitError(
+            f"loss {name!r} does not apply to {kind} tasks (it serves {listing(by_kind)}); "
+            f"{kind} tasks accept {listing(list_losses(kind))}"
+        )
+    return by_kind[kind]
+
+
+def loss_parameters(name: str, kind: str | None = None) -> dict[str, inspect.Parameter]:
+    """The hyperparameters of a loss (its constructor's parameters)."""
+    params = dict(inspect.signature(loss_class(name, kind).__init__).parameters)
+    params.pop("self", None)
+    return params
+
+
+def create_loss(name: str, kind: str | None = None, **params: Any) -> Loss:
+    """Build the loss ``name`` for ``kind`` tasks with hyperparameters ``params``.
+
+    Unknown names, kinds and parameters, and invalid values, are :class:`MtlkitError` naming what is accepted.
+    """
+    cls = loss_class(name, kind)
+    accepted = loss_parameters(name, cls.kind)
+    for key in params:
+        if key not in accepted:
+            takes = f"it accepts {listing(accepted)}" if accepted else "it takes no parameters"
+            raise MtlkitError(
+                f"loss {name!r} for {cls.kind} tasks has no parameter {key!r}{did_you_mean(key, accepted)}; "
+                f"{takes}"
+            )
+    try:
+        return cls(**params)
+    except ValueError as exc:
+        if isinstance(exc, MtlkitError):
+            raise
+        raise MtlkitError(f"loss {name!r}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------- task losses
+def task_losses(
+    schema: Schema,
+    logits: Mapping[str, Tensor],
+    labels: Tensor,
+    weights: Tensor | None = None,
+    losses: Mapping[str, LossFn] | None = None,
+) -> Tensor:
+    """The vector [T] of task losses, in schema task order.
+
+    ``L_j = sum_i m_ij w_i l_ij / sum_i m_ij w_i`` where ``m_ij = 1`` when ``labels[i, j]`` is not NaN and
+    ``l_ij`` is task j's per-row loss; ``L_j = 0`` (with zero, finite gradients) when the denominator is 0.
+
+    Args:
+        schema: gives the task order, kinds and default losses.
+        logits: task -> [B] (binary, regression) or [B, K] (multiclass), as in ``Output.logits``.
+        labels: [B, T] float, NaN = missing.
+        weights: optional [B] sample weights (finite, >= 0).
+        losses: task -> per-row loss; default: each task's ``Task.loss`` with default hyperparameters.
+    """
+    n_tasks = len(schema.tasks)
+    if labels.dim() != 2 or labels.shape[1] != n_tasks:
+        raise ValueError(f"labels must be [B, {n_tasks}] (one column per task), got {_shape(labels)}")
+    if weights is not None and weights.shape != labels.shape[:1]:
+        raise ValueError(f"weights must be [B] = [{labels.shape[0]}], got {_shape(weights)}")
+    if losses is None:
+        losses = dict(LossSet(schema).losses.items())
+    parts: list[Tensor] = []
+    for j, task in enumerate(schema.tasks):
+        if task.name not in logits:
+            raise MtlkitError(f"no logits for task {task.name!r}; logits are given for {listing(logits)}")
+        if task.name not in losses:
+            raise MtlkitError(f"no loss for task {task.name!r}; losses are given for {listing(losses)}")
+        z, fn = logits[task.name], losses[task.name]
+        if isinstance(fn, Loss) and fn.kind != task.kind:
+            raise MtlkitError(f"task {task.name!r} is {task.kind} but its loss {fn!r} is for {fn.kind} tasks")
+        y = labels[:, j]
+        where = f"task {task.name!r}"
+        check_shapes(task.kind, z, y, where)
+        if task.kind == "multiclass" and task.num_classes is not None and z.shape[1] != task.num_classes:
+            raise ValueError(f"{where} has {task.num_classes} classes, got logits {_shape(z)}")
+        labelled = ~torch.isnan(y)
+        # The loss only ever sees a sanitised label: NaN never enters the graph, so it cannot reach gradients.
+        per_row = fn(z, torch.where(labelled, y, torch.zeros_like(y)))
+        per_row = torch.where(labelled, per_row, torch.zeros_like(per_row))  # an overflow there cannot leak
+        w = (
+            labelled.to(per_row.dtype)
+            if weights is None
+            else torch.where(labelled, weights, 0).to(per_row.dtype)
+        )
+        total = w.sum()
+        nonzero = total > 0
+        mean = (w * per_row).sum() / torch.where(nonzero, total, torch.ones_like(total))
+        parts.append(torch.where(nonzero, mean, torch.zeros_like(mean)))
+    dtype = reduce(torch.promote_types, (p.dtype for p in parts))
+    return torch.stack([p.to(dtype) for p in parts])
+
+
+class LossSet(nn.Module):
+    """The loss module of every task, built once from the Schema; ``forward`` is :func:`task_losses`.
+
+    Args:
+        schema: each task's loss is ``create_loss(task.loss, task.kind, **params.get(task.name, {}))``.
+        params: task name -> hyperparameters of its loss, e.g. ``{"click": {"gamma": 1.0}}``.
+    """
+
+    def __init__(self, schema: Schema, params: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        super().__init__()
+        params = dict(params or {})
+        for task_name in params:
+            if task_name not in schema.task_names:
+                raise MtlkitError(
+                    f"loss parameters given for {task_name!r}, which is not a task"
+                    f"{did_you_mean(task_name, schema.task_names)}; tasks are {listing(schema.task_names)}"
+                )
+        self.schema = schema
+        built: dict[str, nn.Module] = {}
+        for task in schema.tasks:
+            name = task.loss or list_losses(task.kind)[0]
+            try:
+                built[task.name] = create_loss(name, task.kind, **params.get(task.name, {}))
+            except MtlkitError as exc:
+                raise MtlkitError(f"task {task.name!r}: {exc}") from None
+        self.losses = nn.ModuleDict(built)
+
+    def forward(self, logits: Mapping[str, Tensor], labels: Tensor, weights: Tensor | None = None) -> Tensor:
+        """Task losses [T] in schema order (see :func:`task_losses`)."""
+        return task_losses(self.schema, logits, labels, weights, dict(self.losses.items()))
+
+
+__all__ = [
+    "BCE",
+    "CE",
+    "LOSS_CLASSES",
+    "MAE",
+    "MSE",
+    "Focal",
+    "Huber",
+    "Loss",
+    "LossSet",
+    "MulticlassFocal",
+    "check_shapes",
+    "create_loss",
+    "list_losses",
+    "loss_class",
+    "loss_parameters",
+    "task_losses",
+]

@@ -1,0 +1,198 @@
+"""A training run end to end: configuration -> data, model, balancer -> Trainer -> a run folder.
+
+A run folder holds ``config.yaml`` (the resolved configuration), ``checkpoint.pt`` (everything needed to resume
+or to predict: weights, optimizer, balancer, RNG state, schema, encoders, configuration), ``history.csv`` and
+``metrics.json`` (``{"valid": {task: {metric: value}}, "test": {...}, "best_epoch": n, "note": ...}``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from mtlkit.config import RunConfig, load_config
+from mtlkit.data.datasets import Splits, load_dataset
+from mtlkit.data.encoders import Encoders
+from mtlkit.data.readers import read_table
+from mtlkit.data.table import Table
+from mtlkit.errors import MtlkitError
+from mtlkit.models import MultiTaskModel, create_model
+from mtlkit.schema import Schema
+from mtlkit.training.checkpoint import load_checkpoint
+from mtlkit.training.trainer import Trainer, TrainingOptions
+from mtlkit.weighting import create_weighting
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def build_splits(config: RunConfig) -> Splits:
+    """The train / valid / test Tables a configuration names: a registered data set, or files.
+
+    With files, encoders are fitted on the training file. A part without its own file is carved out of the
+    training file by ``data.split`` (one fraction for what stays in train, then one per missing part, in the
+    order valid, test) with ``data.split_seed``.
+    """
+    data = config.data
+    if data.dataset is not None:
+        return load_dataset(data.dataset, **dict(data.params or {}))
+    assert data.train is not None
+    schema = data.to_schema() if data.schema_ is not None else None
+    train = read_table(data.train, schema, labels=list(data.labels or ()))
+    given = {part: getattr(data, part) for part in ("valid", "test")}
+    tables: dict[str, Table] = {
+        part: read_table(path, train.schema, encoders=train.encoders)
+        for part, path in given.items()
+        if path is not None
+    }
+    missing = [part for part in ("valid", "test") if part not in tables]
+    how = [f"train {data.train}"] + [f"{part} {given[part]}" for part in tables]
+    if missing:
+        fractions = list(data.split or ())
+        pieces = train.split(fractions, seed=data.split_seed or 0)
+        train = pieces[0]
+        tables.update(zip(missing, pieces[1:], strict=True))
+        how.append(
+            f"{' and '.join(missing)} carved from the train file by split {fractions} (seed {data.split_seed or 0})"
+        )
+    return Splits("files", train, tables["valid"], tables["test"], "files: " + "; ".join(how))
+
+
+def options_from(config: RunConfig) -> TrainingOptions:
+    t = config.training
+    stopping = t.early_stopping
+    return TrainingOptions(
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        eval_batch_size=t.eval_batch_size,
+        optimizer=t.optimizer,
+        lr=t.lr,
+        weight_decay=t.weight_decay,
+        schedule=t.schedule,
+        warmup_steps=t.warmup_steps or 0,
+        step_size=t.step_size or 1,
+        gamma=t.gamma if t.gamma is not None else 0.1,
+        grad_clip=t.grad_clip,
+        monitor=stopping.monitor,
+        mode=stopping.mode,
+        patience=stopping.patience,
+        restore_best=t.restore_best,
+        checkpoint_every=t.checkpoint_every,
+        progress=t.progress,
+        tensorboard=t.tensorboard,
+    )
+
+
+def build_model(config: RunConfig, schema: Schema) -> MultiTaskModel:
+    torch.manual_seed(config.seed)
+    return create_model(config.model.name, schema, **dict(config.model.params))
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    metrics: dict[str, Any]
+    splits: Splits
+    trainer: Trainer
+
+
+def train_run(
+    config: RunConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    console: Console | None = None,
+) -> RunResult:
+    """Train the configured run into ``out_dir`` and write its metrics (valid and test)."""
+    out = Path(out_dir)
+    checkpoint = out / CHECKPOINT
+    state = None
+    if checkpoint.exists() and not overwrite:
+        if not resume:
+            raise MtlkitError(
+                f"{out} already holds a run; pass --resume to continue it, or --overwrite to start again"
+            )
+        state = load_checkpoint(checkpoint)
+        if state.get("config") != config.to_dict():
+            raise MtlkitError(
+                f"{out} holds a run of another configuration; --resume continues only the same run "
+                f"(compare {out / 'config.yaml'} with yours), or pass --overwrite"
+            )
+    if config.training.num_threads:
+        torch.set_num_threads(config.training.num_threads)
+    splits = build_splits(config)
+    from mtlkit.config import check_monitor
+
+    check_monitor(config, splits.schema)
+    model = build_model(config, splits.schema)
+    balancer = create_weighting(config.balancer.name, splits.schema, **dict(config.balancer.params))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(config.to_yaml())
+    extra = {
+        "config": config.to_dict(),
+        "schema": splits.schema.to_dict(),
+        "encoders": splits.train.encoders.to_dict() if splits.train.encoders is not None else None,
+        "note": splits.note,
+    }
+    trainer = Trainer(
+        model,
+        balancer,
+        options_from(config),
+        seed=config.seed,
+        device=config.training.device,
+        out_dir=out,
+        checkpoint_extra=extra,
+        log=console,
+    )
+    trainer.fit(splits.train, splits.valid, resume=state)
+    metrics = {
+        "valid": trainer.evaluate(splits.valid),
+        "test": trainer.evaluate(splits.test),
+        "best_epoch": trainer.best_epoch if trainer.best_epoch is not None else trainer.epoch,
+        "epochs": trainer.epoch,
+        "note": splits.note,
+    }
+    tmp = out / ".metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2, allow_nan=True))
+    tmp.replace(out / "metrics.json")
+    return RunResult(out, metrics, splits, trainer)
+
+
+@dataclass
+class LoadedRun:
+    """A trained run read back from its folder: what predict and evaluate need."""
+
+    out_dir: Path
+    config: RunConfig
+    schema: Schema
+    encoders: Encoders
+    trainer: Trainer
+
+
+def load_run(out_dir: str | Path, device: str = "auto") -> LoadedRun:
+    """Rebuild the model of a run folder from its checkpoint (no training code is unpickled)."""
+    out = Path(out_dir)
+    state = load_checkpoint(out / CHECKPOINT)
+    config = RunConfig.from_dict(state["config"], source=str(out / CHECKPOINT))
+    schema = Schema.from_dict(state["schema"])
+    if state.get("encoders") is None:
+        raise MtlkitError(f"{out / CHECKPOINT} has no encoders; it cannot encode new data")
+    encoders = Encoders.from_dict(state["encoders"])
+    model = create_model(config.model.name, schema, **dict(config.model.params))
+    model.load_state_dict(state["model_state"])
+    balancer = create_weighting(config.balancer.name, schema, **dict(config.balancer.params))
+    trainer = Trainer(model, balancer, options_from(config), seed=config.seed, device=device)
+    return LoadedRun(out, config, schema, encoders, trainer)
+
+
+def read_for_run(run: LoadedRun, path: str | Path, require_labels: bool) -> Table:
+    """Encode a file with a run's schema and fitted encoders (unknown categories map to 0)."""
+    return read_table(path, run.schema, encoders=run.encoders, require_labels=require_labels)
+
+
+__all__ = ["LoadedRun", "RunResult", "build_splits", "load_config", "load_run", "read_for_run", "train_run"]
