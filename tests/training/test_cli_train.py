@@ -148,7 +148,9 @@ def _write_events(path: Path, rows: int, seed: int) -> None:
     price = rng.normal(size=rows)
     click = (rng.random(rows) < 1 / (1 + np.exp(-(price + (user % 3 == 0))))).astype(int)
     buy = np.where(click == 1, (rng.random(rows) < 0.3).astype(int), 0)
-    lines = ["user,price,click,buy"] + [f"u{u},{p:.3f},{c},{b}" for u, p, c, b in zip(user, price, click, buy, strict=True)]
+    lines = ["user,price,click,buy"] + [
+        f"u{u},{p:.3f},{c},{b}" for u, p, c, b in zip(user, price, click, buy, strict=True)
+    ]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -170,3 +172,39 @@ def test_train_from_files(tmp_path: Path, with_valid: bool, capsys: pytest.Captu
     assert set(metrics["test"]) == {"click", "buy", "mean"}
     assert ("valid.csv" in metrics["note"]) is with_valid
     assert "carved from the train file" in metrics["note"]
+
+
+def test_predict_handles_unknown_categories_and_keeps_the_rows(tmp_path: Path) -> None:
+    _write_events(tmp_path / "train.csv", 400, seed=0)
+    config = {
+        "data": {"train": "train.csv", "labels": ["click", "buy"]},
+        "model": {"name": "mmoe", "params": {"num_experts": 2, "expert_sizes": [4], "tower_sizes": [4]}},
+        "training": {"epochs": 1, "batch_size": 64, "progress": False, "device": "cpu"},
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run")]) == 0
+    # users never seen in training, a missing user and a missing price: predictions for every row, in order
+    (tmp_path / "new.csv").write_text("user,price\nnobody,0.5\n,1.0\nu3,\nu4,-2.0\n")
+    assert (
+        main(["predict", str(tmp_path / "run"), str(tmp_path / "new.csv"), str(tmp_path / "out.parquet")])
+        == 0
+    )
+    import pyarrow.parquet as pq
+
+    out = pq.read_table(tmp_path / "out.parquet")
+    assert out.num_rows == 4
+    assert out.column("user").to_pylist() == ["nobody", None, "u3", "u4"]
+    assert all(0.0 <= p <= 1.0 for p in out.column("pred_click").to_pylist())
+
+
+def test_tensorboard_logging_or_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _config(tmp_path, epochs=1, tensorboard=True)
+    code = main(["train", str(config), "--out", str(tmp_path / "run")])
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        assert code == 2
+        assert "pip install tensorboard" in capsys.readouterr().err
+    else:
+        assert code == 0
+        assert list((tmp_path / "run" / "tensorboard").iterdir())
