@@ -23,6 +23,7 @@ def mtl_backward(
     model: nn.Module,
     balancer: LossWeighting,
     penalty: Tensor | None = None,
+    shared: Tensor | None = None,
 ) -> Tensor:
     """Write the gradients of the balanced objective into ``.grad``; returns the objective (detached).
 
@@ -31,6 +32,7 @@ def mtl_backward(
         model: the model whose parameters receive gradients.
         balancer: the balancing method; ``balancer.needs`` says what it consumes.
         penalty: scalar added to the objective unweighted (model regularisation), or None.
+        shared: ``Output.shared``, where representation-level quantities are taken (per-task gradient norms).
     """
     missing = set(balancer.needs) - SUPPORTED_NEEDS
     if missing:

@@ -204,6 +204,8 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         if resume is not None:
             self.load_state(resume)
+        elif self.epoch == 0:
+            self.balancer.prepare(train)
         writer = self._tensorboard()
         for callback in self.callbacks:
             callback.on_fit_start(self)
@@ -274,7 +276,7 @@ class Trainer:
                 losses = self.losses(out.logits, batch.labels, batch.weights)
                 penalty = self._penalty(out)
                 self.optimizer.zero_grad(set_to_none=True)
-                mtl_backward(losses, self.model, self.balancer, penalty)
+                mtl_backward(losses, self.model, self.balancer, penalty, shared=out.shared)
                 if o.grad_clip is not None:
                     nn.utils.clip_grad_norm_(self.model.parameters(), o.grad_clip)
                 self.optimizer.step()

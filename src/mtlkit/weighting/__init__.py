@@ -5,22 +5,36 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from typing import Any
 
 from mtlkit.errors import MtlkitError, did_you_mean, listing
 from mtlkit.schema import Schema
 from mtlkit.weighting.base import LossWeighting
-from mtlkit.weighting.static import Static
+
+#: name -> (module under mtlkit.weighting, class): the one place loss weightings are registered; modules load
+#: on first use.
+_ENTRIES: list[tuple[str, str, str]] = [
+    ("static", "static", "Static"),
+    ("initial", "initial", "Initial"),
+    ("prior", "prior", "Prior"),
+    ("realtime", "realtime", "RealTime"),
+    ("generalized_mean", "generalized_mean", "GeneralizedMean"),
+    ("uncertainty", "uncertainty", "Uncertainty"),
+    ("gradnorm", "gradnorm", "GradNorm"),
+    ("dwa", "dwa", "DWA"),
+    ("rlw", "rlw", "RLW"),
+    ("famo", "famo", "FAMO"),
+]
 
 
-def _registry() -> dict[str, type[LossWeighting]]:
-    entries: list[tuple[str, type[LossWeighting]]] = [("static", Static)]
-    registry: dict[str, type[LossWeighting]] = {}
-    for name, cls in entries:
+def _registry() -> dict[str, tuple[str, str]]:
+    registry: dict[str, tuple[str, str]] = {}
+    for name, module, cls in _ENTRIES:
         if name in registry:
             raise RuntimeError(f"weighting {name!r} is registered twice")
-        registry[name] = cls
+        registry[name] = (module, cls)
     return registry
 
 
@@ -38,11 +52,18 @@ def weighting_parameters(name: str) -> dict[str, inspect.Parameter]:
 
 
 def _cls(name: str) -> type[LossWeighting]:
+    return weighting_class(name)
+
+
+def weighting_class(name: str) -> type[LossWeighting]:
+    """The class registered as ``name``."""
     if name not in WEIGHTINGS:
         raise MtlkitError(
             f"unknown balancer {name!r}{did_you_mean(name, WEIGHTINGS)}; available: {listing(WEIGHTINGS)}"
         )
-    return WEIGHTINGS[name]
+    module, cls = WEIGHTINGS[name]
+    found: type[LossWeighting] = getattr(importlib.import_module(f"mtlkit.weighting.{module}"), cls)
+    return found
 
 
 def create_weighting(name: str, schema: Schema, **params: Any) -> LossWeighting:
@@ -61,4 +82,11 @@ def create_weighting(name: str, schema: Schema, **params: Any) -> LossWeighting:
         raise MtlkitError(f"balancer {name!r}: {exc}") from None
 
 
-__all__ = ["WEIGHTINGS", "LossWeighting", "create_weighting", "list_weightings", "weighting_parameters"]
+__all__ = [
+    "WEIGHTINGS",
+    "LossWeighting",
+    "create_weighting",
+    "list_weightings",
+    "weighting_class",
+    "weighting_parameters",
+]

@@ -33,14 +33,8 @@ class Static(LossWeighting):
         bad = [w for w in values if not math.isfinite(w) or w < 0]
         if bad:
             raise ValueError(f"static weights must be finite and >= 0, got {values}")
-        self.given = None if weights is None else tuple(values)
+        self.weights = None if weights is None else list(values)
         self.register_buffer("weights_buffer", torch.tensor(values, dtype=torch.float32))
 
     def forward(self, losses: Tensor) -> Tensor:
         return (losses * self.weights_buffer.to(losses.dtype)).sum()
-
-    def extra_repr(self) -> str:
-        return f"weights={list(self.given) if self.given is not None else None}"
-
-    def __repr__(self) -> str:
-        return f"Static({self.extra_repr()})"
