@@ -22,15 +22,8 @@ Writes a JSON result (``--json``) and the ``data_throughput`` section of ``docs/
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import platform
-import shlex
-import statistics
-import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +33,16 @@ from torch.utils.data import DataLoader, TensorDataset
 from mtlkit.data.table import Table
 from mtlkit.schema import Feature, Schema, Task
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+# benchmarks/_common.py is imported from this file's folder, also when a test loads this file by its path
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common
+from _common import median, sig3
+
 SCRIPT = "benchmarks/data_throughput.py"
-DEFAULT_JSON = REPO_ROOT / "benchmarks" / "results" / "data_throughput.json"
-DEFAULT_DOCS = REPO_ROOT / "docs" / "benchmarks.md"
 SECTION = "data_throughput"
-START_MARKER = f"<!-- {SECTION}:start -->"
-END_MARKER = f"<!-- {SECTION}:end -->"
+START_MARKER, END_MARKER = _common.markers(SECTION)
 
 N_CATEGORICAL = 10
 N_NUMERIC = 28
@@ -57,18 +53,6 @@ VOCAB_SIZES = (3, 10, 50, 200, 1_000, 5_000, 20_000, 100_000, 500_000, 1_000_000
 TARGET_RATIO = 20.0
 TARGET_TABLE_ROWS_PER_S = 2_000_000.0
 WARMUP_SEED = 1_000_003  # the timed rounds use seeds 0 .. repeats-1
-
-DOCS_HEADER = """# Benchmarks
-
-Speed measurements of mtlkit. Each section below is written by a script under `benchmarks/`, which also
-writes its raw numbers (every timed round) to a JSON file under `benchmarks/results/`; re-run the script to
-refresh its section. Other sections are left untouched.
-
-Machine: 2 CPU cores, shared with other work and therefore noisy. Contenders are timed interleaved
-(A, B, A, B, ...) so that noise hits them alike, and the numbers reported are medians over the rounds;
-differences of a few percent are within the noise. Every section gives the command that produced it
-(run from the repository root).
-"""
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -142,29 +126,6 @@ def plan_loader_prefix(
 
 
 # ---------------------------------------------------------------------------------------------- output
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
-def fmt_rate(rows_per_s: float) -> str:
-    """Rows per second to 3 significant digits (the machine is noisy), with thousands separators."""
-    if rows_per_s <= 0:
-        return "0"
-    exponent = math.floor(math.log10(rows_per_s))
-    return f"{round(rows_per_s, 2 - exponent):,.{max(0, 2 - exponent)}f}"
-
-
 def fmt_seconds(seconds: float) -> str:
     return f"{seconds:.3f}" if seconds < 10 else f"{seconds:.1f}"
 
@@ -194,22 +155,19 @@ def docs_section(result: dict[str, Any]) -> str:
         "| loader | median s/epoch | rows/s | vs DataLoader |",
         "|---|---:|---:|---:|",
         f"| `Table.batches({bs}, shuffle=True, seed=r)` | {fmt_seconds(table['median_seconds'])} "
-        f"| {fmt_rate(table['rows_per_second'])} | {result['ratio']:.1f}x |",
+        f"| {sig3(table['rows_per_second'])} | {result['ratio']:.1f}x |",
         f"| `DataLoader(TensorDataset(cat, num, labels), batch_size={bs}, shuffle=True)` "
-        f"| {fmt_seconds(loader['median_seconds'])} | {fmt_rate(loader['rows_per_second'])} | 1.0x |",
+        f"| {fmt_seconds(loader['median_seconds'])} | {sig3(loader['rows_per_second'])} | 1.0x |",
         "",
         "| target | measured | met |",
         "|---|---:|:---:|",
         f"| `Table.batches` >= {met['ratio_min']:g}x the DataLoader's rows/s | {result['ratio']:.1f}x "
         f"| {yes[met['ratio_met']]} |",
-        f"| `Table.batches` >= {fmt_rate(met['table_rows_per_second_min'])} rows/s "
-        f"| {fmt_rate(table['rows_per_second'])} | {yes[met['table_rows_per_second_met']]} |",
+        f"| `Table.batches` >= {sig3(met['table_rows_per_second_min'])} rows/s "
+        f"| {sig3(table['rows_per_second'])} | {yes[met['table_rows_per_second_met']]} |",
         "",
-        f"torch {result['torch_version']}, Python {result['python_version']}, "
-        f"{result['timestamp']}"
-        + (f", commit `{result['git_commit'][:12]}`" if result["git_commit"] else "")
-        + ".",
-        "Raw per-round timings: `benchmarks/results/data_throughput.json`. Command:",
+        _common.provenance_line(result),
+        f"Raw per-round timings: `benchmarks/results/{SECTION}.json`. Command:",
         "",
         "```",
         result["command"],
@@ -220,23 +178,7 @@ def docs_section(result: dict[str, Any]) -> str:
 
 def update_docs(path: Path, section: str) -> None:
     """Replace what is between this benchmark's markers in ``path`` (create the file / section if missing)."""
-    block = f"{START_MARKER}\n{section.strip()}\n{END_MARKER}"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"{DOCS_HEADER}\n{block}\n", encoding="utf-8")
-        return
-    text = path.read_text(encoding="utf-8")
-    starts, ends = text.count(START_MARKER), text.count(END_MARKER)
-    if starts == 0 and ends == 0:
-        path.write_text(text.rstrip("\n") + f"\n\n{block}\n", encoding="utf-8")
-        return
-    i, j = text.find(START_MARKER), text.find(END_MARKER)
-    if starts != 1 or ends != 1 or j < i:
-        raise SystemExit(
-            f"{path}: expected one {START_MARKER} followed by one {END_MARKER}, found {starts} start "
-            f"and {ends} end marker(s); fix the file by hand"
-        )
-    path.write_text(text[:i] + block + text[j + len(END_MARKER) :], encoding="utf-8")
+    _common.update_docs(path, SECTION, section)
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -257,13 +199,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=30.0,
         help="if one DataLoader epoch is estimated to take longer, time a fixed prefix of its batches and scale",
     )
-    p.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write the JSON result")
-    p.add_argument("--docs", type=Path, default=DEFAULT_DOCS, help="the benchmarks page to update")
-    p.add_argument("--no-docs", action="store_true", help="do not update the benchmarks page")
+    _common.add_output_arguments(p, SECTION)
     args = p.parse_args(argv)
-    for name in ("rows", "batch_size", "repeats", "threads"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    _common.require_positive(p, args, ("rows", "batch_size", "repeats", "threads"))
     if not args.dataloader_max_seconds > 0:
         p.error("--dataloader-max-seconds must be > 0")
     return args
@@ -272,7 +210,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     raw_args = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(raw_args)
-    command = shlex.join(["python", SCRIPT, *raw_args])
+    command = _common.command_line(SCRIPT, raw_args)
     torch.set_num_threads(args.threads)
 
     print(f"building a Table of {args.rows:,} rows x {N_CATEGORICAL + N_NUMERIC + N_TASKS} columns ...")
@@ -291,26 +229,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"timing the first {prefix} of {num_batches} batches and scaling by {scale:.2f}"
         )
 
-    table_s: list[float] = []
-    loader_s: list[float] = []
-    loader_raw_s: list[float] = []
-    for r in range(args.repeats):
+    def run_table(r: int) -> float:
         seconds, rows = time_table_epoch(table, args.batch_size, seed=r)
         if rows != args.rows:
             raise RuntimeError(f"Table.batches yielded {rows} rows, expected {args.rows}")
-        table_s.append(seconds)
+        return seconds
+
+    def run_loader(r: int) -> float:
         seconds, _, rows = time_loader(table, args.batch_size, seed=r, max_batches=prefix)
         if prefix is None and rows != args.rows:
             raise RuntimeError(f"DataLoader yielded {rows} rows, expected {args.rows}")
-        loader_raw_s.append(seconds)
-        loader_s.append(seconds * scale)
+        return seconds
+
+    def report(r: int, latest: dict[str, float]) -> None:
         print(
-            f"round {r + 1}/{args.repeats}: Table.batches {table_s[-1]:.4f} s, "
-            f"DataLoader {loader_s[-1]:.3f} s" + (" (scaled)" if prefix is not None else "")
+            f"round {r + 1}/{args.repeats}: Table.batches {latest['table']:.4f} s, "
+            f"DataLoader {latest['dataloader'] * scale:.3f} s" + (" (scaled)" if prefix is not None else "")
         )
 
-    table_median = statistics.median(table_s)
-    loader_median = statistics.median(loader_s)
+    # A, B, A, B, ...: the table's epoch r and the DataLoader's epoch r both shuffle with seed r
+    times = _common.interleaved_rounds(
+        args.repeats, {"table": run_table, "dataloader": run_loader}, alternate=False, after_round=report
+    )
+    table_s = times["table"]
+    loader_raw_s = times["dataloader"]
+    loader_s = [seconds * scale for seconds in loader_raw_s]
+    table_median = median(table_s)
+    loader_median = median(loader_s)
     table_rate = args.rows / table_median
     loader_rate = args.rows / loader_median
     ratio = table_rate / loader_rate
@@ -329,9 +274,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "num_batches": num_batches,
         "repeats": args.repeats,
         "threads": torch.get_num_threads(),
-        "torch_version": torch.__version__,
-        "python_version": platform.python_version(),
-        "platform": platform.platform(),
+        **_common.environment(),
         "table": {
             "what": f"Table.batches({args.batch_size}, shuffle=True, seed=r)",
             "seconds": table_s,
@@ -357,29 +300,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "table_rows_per_second_met": rate_met,
             "all_met": ratio_met and rate_met,
         },
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": git_commit(),
-        "command": command,
+        **_common.provenance(command),
     }
-    if not all(math.isfinite(x) for x in (table_rate, loader_rate, ratio)):
-        raise RuntimeError(f"non-finite result: {result}")
-
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    if not args.no_docs:
-        update_docs(args.docs, docs_section(result))
+    _common.check_finite((table_rate, loader_rate, ratio), result)
+    wrote = _common.write_outputs(args, SECTION, result, lambda: docs_section(result))
 
     print()
-    print(f"Table.batches : median {table_median:.4f} s/epoch, {fmt_rate(table_rate)} rows/s")
+    print(f"Table.batches : median {table_median:.4f} s/epoch, {sig3(table_rate)} rows/s")
     print(
-        f"DataLoader    : median {loader_median:.3f} s/epoch, {fmt_rate(loader_rate)} rows/s"
+        f"DataLoader    : median {loader_median:.3f} s/epoch, {sig3(loader_rate)} rows/s"
         + ("" if prefix is None else f" (first {prefix} of {num_batches} batches, scaled)")
     )
     print(f"ratio         : {ratio:.1f}x (target >= {TARGET_RATIO:g}x: {'met' if ratio_met else 'NOT met'})")
-    print(
-        f"Table rows/s  : target >= {fmt_rate(TARGET_TABLE_ROWS_PER_S)}: {'met' if rate_met else 'NOT met'}"
-    )
-    print(f"wrote {args.json}" + ("" if args.no_docs else f" and {args.docs}"))
+    print(f"Table rows/s  : target >= {sig3(TARGET_TABLE_ROWS_PER_S)}: {'met' if rate_met else 'NOT met'}")
+    print(wrote)
     return result
 
 

@@ -1,7 +1,9 @@
 """Model training step: mtlkit's MMoE, PLE and Shared-Bottom, and a plain looped MMoE, against the matmul rate.
 
 One training step = forward on a batch of 1024 rows, the sum of two binary cross-entropy losses (2 binary
-tasks), ``zero_grad``, backward and ``torch.optim.Adam.step`` (lr 1e-3, torch defaults). Two sizes:
+tasks), ``zero_grad``, backward and an Adam step (lr 1e-3): ``torch.optim.Adam(fused=True)`` for every
+contender, the looped reference included, since that is what mtlkit's trainer uses on CPU (``--adam default`` or
+``foreach`` times torch's other implementations). Two sizes:
 
 * ``paper`` (the MMoE paper's census-income setting): 100 numeric inputs, 8 experts of [16], towers [8];
 * ``production`` (production-like): 20 categorical features (vocabulary 1,000 each, embedding_dim 16, so
@@ -36,9 +38,12 @@ needs no gradient, e.g. the numeric-only input at the paper size). The achieved 
 Timing, one size after the other: an untimed warm-up (``--warmup`` steps per model), then ``--repeats`` rounds;
 each round measures the matmul rates, times ``--steps-per-round`` consecutive steps of every model of the size
 (in an order reversed every other round), and measures the matmul rates again (the round's ceiling is the mean
-of the two). Reported numbers are medians over rounds; the speedup of mtlkit's MMoE over the looped one is the
+of the two). Each model's block of timed steps starts with ``--round-warmup`` untimed steps: the first step after
+the matmul measurement (or after another model) runs on cold caches, which otherwise penalises whichever model
+runs first in a round (measured: ~9% at the paper size) and, with an odd number of rounds, biases the median. Reported numbers are medians over rounds; the speedup of mtlkit's MMoE over the looped one is the
 median of the per-round ratios. Each step's forward (+ loss) / zero_grad + backward / optimizer time is also
-recorded (``phase_seconds``).
+recorded (``phase_seconds``), and so are the process's minor page faults per step (``minor_faults_per_step``:
+memory the allocator returned to the OS and faulted in again, a cost that varies between runs).
 
 Writes a JSON result (``--json``) and the ``model_step`` section of ``docs/benchmarks.md`` (unless
 ``--no-docs``). Run from the repository root::
@@ -49,17 +54,11 @@ Writes a JSON result (``--json``) and the ``model_step`` section of ``docs/bench
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import platform
-import shlex
-import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -73,13 +72,16 @@ from mtlkit.models.base import Output
 from mtlkit.models.layers import FeatureEmbedding
 from mtlkit.schema import Feature, Schema, Task
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+# benchmarks/_common.py is imported from this file's folder, also when a test loads this file by its path
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common
+from _common import median, sig3
+
 SCRIPT = "benchmarks/model_step.py"
-DEFAULT_JSON = REPO_ROOT / "benchmarks" / "results" / "model_step.json"
-DEFAULT_DOCS = REPO_ROOT / "docs" / "benchmarks.md"
 SECTION = "model_step"
-START_MARKER = f"<!-- {SECTION}:start -->"
-END_MARKER = f"<!-- {SECTION}:end -->"
+START_MARKER, END_MARKER = _common.markers(SECTION)
 
 BATCH_SIZE = 1024
 NUM_TASKS = 2
@@ -94,18 +96,6 @@ TARGET_SPEEDUP = 2.0  # mtlkit MMoE vs looped MMoE, paper size
 TARGET_FRACTION = 0.70  # mtlkit MMoE vs the matmul ceiling, production size
 TARGET_SPEEDUP_SIZE = "paper"
 TARGET_FRACTION_SIZE = "production"
-
-DOCS_HEADER = """# Benchmarks
-
-Speed measurements of mtlkit. Each section below is written by a script under `benchmarks/`, which also
-writes its raw numbers (every timed round) to a JSON file under `benchmarks/results/`; re-run the script to
-refresh its section. Other sections are left untouched.
-
-Machine: 2 CPU cores, shared with other work and therefore noisy. Contenders are timed interleaved
-(A, B, A, B, ...) so that noise hits them alike, and the numbers reported are medians over the rounds;
-differences of a few percent are within the noise. Every section gives the command that produced it
-(run from the repository root).
-"""
 
 
 # ---------------------------------------------------------------------------------------------- sizes
@@ -384,15 +374,17 @@ class Contender:
         t3 = time.perf_counter()
         return t1 - t0, t2 - t1, t3 - t2
 
-    def run(self, steps: int) -> tuple[float, list[float]]:
-        """Wall seconds per step over ``steps`` consecutive steps, and the mean seconds of each phase."""
+    def run(self, steps: int) -> tuple[float, list[float], float]:
+        """Wall seconds per step over ``steps`` consecutive steps, the mean seconds of each phase, and the minor
+        page faults per step."""
         phases = [0.0, 0.0, 0.0]
+        faults = _common.minor_faults()
         start = time.perf_counter()
         for _ in range(steps):
             for i, s in enumerate(self.step()):
                 phases[i] += s
         total = time.perf_counter() - start
-        return total / steps, [p / steps for p in phases]
+        return total / steps, [p / steps for p in phases], (_common.minor_faults() - faults) / steps
 
 
 def build_contender(
@@ -457,31 +449,16 @@ def matmul_gflops(a: Tensor, b: Tensor, calls: int) -> float:
         start = time.perf_counter()
         torch.mm(a, b, out=out)
         rates.append(flops / (time.perf_counter() - start) / 1e9)
-    return statistics.median(rates)
+    return median(rates)
 
 
 # ---------------------------------------------------------------------------------------------- output
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
-def sig3(x: float) -> str:
-    """A positive number to 3 significant digits with thousands separators (the machine is noisy)."""
-    if x <= 0 or not math.isfinite(x):
-        return f"{x:g}"
-    exponent = math.floor(math.log10(x))
-    return f"{round(x, 2 - exponent):,.{max(0, 2 - exponent)}f}"
+def adam_text(variant: str) -> str:
+    """The optimizer as the docs name it."""
+    if variant == "default":
+        return "`torch.optim.Adam` (torch's default implementation)"
+    note = " (what mtlkit's trainer uses on CPU)" if variant == "fused" else ""
+    return f"`torch.optim.Adam({variant}=True)`{note}"
 
 
 def fmt_flops(flops: float) -> str:
@@ -499,11 +476,13 @@ def docs_section(result: dict[str, Any]) -> str:
         "## Model training step: MMoE, PLE, Shared-Bottom vs a looped MMoE and the matmul rate",
         "",
         f"One training step = forward on {result['batch_size']} rows, sum of 2 binary cross-entropy losses, "
-        f"`zero_grad`, backward, `torch.optim.Adam` step (lr {LEARNING_RATE:g}, "
-        f"{'torch defaults' if result['adam'] == 'default' else result['adam'] + '=True'}); "
+        f"`zero_grad`, backward, {adam_text(result['adam'])} step (lr {LEARNING_RATE:g}) for every model, "
+        "`mmoe_looped` included; "
         f"{result['threads']} torch threads, CPU, float32. Median of {result['repeats']} interleaved rounds of "
-        f"{result['steps_per_round']} consecutive steps per model (after {result['warmup']} warm-up steps); "
-        "the order of the contenders is reversed every other round.",
+        f"{result['steps_per_round']} consecutive steps per model (after {result['warmup']} warm-up steps; "
+        f"each model's block in a round starts with {result['round_warmup']} untimed step(s), so that no model "
+        "pays for cold caches after the matmul measurement or the previous model); the order of the contenders "
+        "is reversed every other round.",
         "",
         "Sizes and configurations (comparable hyperparameters):",
         "",
@@ -553,13 +532,20 @@ def docs_section(result: dict[str, Any]) -> str:
         "same forward FLOPs for every model (JSON: `counted_forward`); its backward count is lower at the paper "
         "size, where the numeric-only input needs no dX.",
         "",
+        "Page faults/step: minor page faults of the process per training step (median over rounds). glibc's "
+        "`malloc` may hand the freed top of its heap back to the OS at the end of a step and fault it in again "
+        "during the next one; whether it does depends on the heap's history, so a model's time at the "
+        "production size can differ by several ms between runs (thousands of faults per step cost several ms "
+        "here). It is a process setting, not mtlkit's: e.g. `MALLOC_MMAP_THRESHOLD_=268435456 "
+        "MALLOC_TRIM_THRESHOLD_=1073741824` in the environment removes these faults.",
+        "",
         f"Matmul ceiling (median over rounds): {sig3(mm['ceiling_gflops'])} GFLOP/s "
         f"(`torch.mm` 1024 x 1024 x 1024); production experts' first-layer shape "
         f"[1024, 500] x [500, 2048]: {sig3(mm['shapes']['production_expert_layer1']['median_gflops'])} GFLOP/s.",
         "",
         "| size | model | median ms/step | samples/s | FLOPs/sample (train) | GFLOP/s | fraction of ceiling "
-        "| vs `mmoe_looped` | forward / backward / optimizer ms |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| vs `mmoe_looped` | forward / backward / optimizer ms | page faults/step |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     unavailable = []
     for size in result["sizes"].values():
@@ -575,7 +561,8 @@ def docs_section(result: dict[str, Any]) -> str:
                 f"| {size['name']} | `{name}` | {m['median_ms']:.2f} | {sig3(m['samples_per_second'])} "
                 f"| {fmt_flops(m['flops_per_sample']['train'])} | {sig3(m['achieved_gflops'])} "
                 f"| {100 * m['median_fraction_of_ceiling']:.1f}% | {speedup} "
-                f"| {ph['forward']:.2f} / {ph['backward']:.2f} / {ph['optimizer']:.2f} |"
+                f"| {ph['forward']:.2f} / {ph['backward']:.2f} / {ph['optimizer']:.2f} "
+                f"| {m['median_minor_faults_per_step']:,.0f} |"
             )
     if unavailable:
         lines += ["", "Not available (skipped): " + "; ".join(unavailable) + "."]
@@ -591,9 +578,7 @@ def docs_section(result: dict[str, Any]) -> str:
         f"| `mmoe` >= {100 * tg['fraction_min']:.0f}% of the matmul ceiling, {TARGET_FRACTION_SIZE} size "
         f"| {fraction} | {yes[tg['fraction_met']]} |",
         "",
-        f"torch {result['torch_version']}, Python {result['python_version']}, {result['timestamp']}"
-        + (f", commit `{result['git_commit'][:12]}`" if result["git_commit"] else "")
-        + ".",
+        _common.provenance_line(result),
         f"Raw per-round timings: `benchmarks/results/{SECTION}.json`. Command:",
         "",
         "```",
@@ -605,23 +590,7 @@ def docs_section(result: dict[str, Any]) -> str:
 
 def update_docs(path: Path, section: str) -> None:
     """Replace what is between this benchmark's markers in ``path`` (create the file / section if missing)."""
-    block = f"{START_MARKER}\n{section.strip()}\n{END_MARKER}"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"{DOCS_HEADER}\n{block}\n", encoding="utf-8")
-        return
-    text = path.read_text(encoding="utf-8")
-    starts, ends = text.count(START_MARKER), text.count(END_MARKER)
-    if starts == 0 and ends == 0:
-        path.write_text(text.rstrip("\n") + f"\n\n{block}\n", encoding="utf-8")
-        return
-    i, j = text.find(START_MARKER), text.find(END_MARKER)
-    if starts != 1 or ends != 1 or j < i:
-        raise SystemExit(
-            f"{path}: expected one {START_MARKER} followed by one {END_MARKER}, found {starts} start "
-            f"and {ends} end marker(s); fix the file by hand"
-        )
-    path.write_text(text[:i] + block + text[j + len(END_MARKER) :], encoding="utf-8")
+    _common.update_docs(path, SECTION, section)
 
 
 # ---------------------------------------------------------------------------------------------- rounds
@@ -666,24 +635,39 @@ def run_size(
     for c in contenders:
         for _ in range(args.warmup):
             c.step()
-    per_step: dict[str, list[float]] = {c.name: [] for c in contenders}
-    phases: dict[str, list[list[float]]] = {c.name: [] for c in contenders}
     ceilings: list[float] = out["ceiling_gflops_per_round"]
-    for r in range(args.repeats):
-        order = contenders if r % 2 == 0 else contenders[::-1]
-        before = {name: matmul_gflops(a, b, args.matmul_calls) for name, (a, b) in operands.items()}
-        for c in order:
-            seconds, ph = c.run(args.steps_per_round)
-            per_step[c.name].append(seconds)
-            phases[c.name].append(ph)
+    before: dict[str, float] = {}
+
+    def measure_before(r: int) -> None:
+        before.update({name: matmul_gflops(a, b, args.matmul_calls) for name, (a, b) in operands.items()})
+
+    def measure_after(r: int, latest: dict[str, tuple[float, list[float], float]]) -> None:
         after = {name: matmul_gflops(a, b, args.matmul_calls) for name, (a, b) in operands.items()}
         for name in MATMUL_SHAPES:
             mm_rates[name].append((before[name] + after[name]) / 2)
         ceilings.append(mm_rates[CEILING_SHAPE][-1])
         print(
             f"{size.name} round {r + 1}/{args.repeats}: ceiling {ceilings[-1]:.0f} GFLOP/s; "
-            + ", ".join(f"{c.name} {per_step[c.name][-1] * 1e3:.2f} ms" for c in contenders)
+            + ", ".join(f"{name} {seconds * 1e3:.2f} ms" for name, (seconds, _, _) in latest.items())
         )
+
+    def timed(c: Contender) -> Callable[[int], tuple[float, list[float], float]]:
+        def block(r: int) -> tuple[float, list[float], float]:
+            for _ in range(args.round_warmup):
+                c.step()
+            return c.run(args.steps_per_round)
+
+        return block
+
+    runs = _common.interleaved_rounds(
+        args.repeats,
+        {c.name: timed(c) for c in contenders},
+        before_round=measure_before,
+        after_round=measure_after,
+    )
+    per_step = {name: [seconds for seconds, _, _ in rounds] for name, rounds in runs.items()}
+    phases = {name: [ph for _, ph, _ in rounds] for name, rounds in runs.items()}
+    faults = {name: [f for _, _, f in rounds] for name, rounds in runs.items()}
 
     names = ("forward", "backward", "optimizer")
     for name, seconds in per_step.items():
@@ -702,6 +686,8 @@ def run_size(
                 "achieved_gflops": train_flops * BATCH_SIZE / med / 1e9,
                 "fraction_of_ceiling": fractions,
                 "median_fraction_of_ceiling": median(fractions),
+                "minor_faults_per_step": faults[name],
+                "median_minor_faults_per_step": median(faults[name]),
                 "phase_seconds": {ph: [p[i] for p in phases[name]] for i, ph in enumerate(names)},
                 "median_phase_ms": {
                     ph: median([p[i] for p in phases[name]]) * 1e3 for i, ph in enumerate(names)
@@ -733,33 +719,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--repeats", type=int, default=15, help="interleaved rounds to take medians over")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps per contender before the rounds")
+    p.add_argument(
+        "--round-warmup",
+        type=int,
+        default=1,
+        help="untimed steps at the start of each contender's block in every round (warms its caches)",
+    )
     p.add_argument("--steps-per-round", type=int, default=10, help="consecutive timed steps per contender")
     p.add_argument("--matmul-calls", type=int, default=5, help="torch.mm calls per shape per round")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    p.add_argument("--adam", choices=ADAM_VARIANTS, default="default", help="torch.optim.Adam implementation")
+    p.add_argument(
+        "--adam",
+        choices=ADAM_VARIANTS,
+        default="fused",
+        help="torch.optim.Adam implementation, the same for every contender (fused=True is what mtlkit's "
+        "trainer uses on CPU; default = torch's default choice)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the random batches")
-    p.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write the JSON result")
-    p.add_argument("--docs", type=Path, default=DEFAULT_DOCS, help="the benchmarks page to update")
-    p.add_argument("--no-docs", action="store_true", help="do not update the benchmarks page")
+    _common.add_output_arguments(p, SECTION)
     args = p.parse_args(argv)
-    for name in ("repeats", "steps_per_round", "matmul_calls", "threads"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
-    if args.warmup < 0:
-        p.error("--warmup must be >= 0")
+    _common.require_positive(p, args, ("repeats", "steps_per_round", "matmul_calls", "threads"))
+    for name in ("warmup", "round_warmup"):
+        if getattr(args, name) < 0:
+            p.error(f"--{name.replace('_', '-')} must be >= 0")
     args.sizes = list(dict.fromkeys(args.sizes))
     args.models = list(dict.fromkeys(args.models))
     return args
 
 
-def median(xs: Sequence[float]) -> float:
-    return float(statistics.median(xs))
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     raw_args = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(raw_args)
-    command = shlex.join(["python", SCRIPT, *raw_args])
+    command = _common.command_line(SCRIPT, raw_args)
     torch.set_num_threads(args.threads)
 
     operands = make_matmul_operands(args.seed)
@@ -785,13 +776,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "tasks": NUM_TASKS,
         "repeats": args.repeats,
         "warmup": args.warmup,
+        "round_warmup": args.round_warmup,
         "steps_per_round": args.steps_per_round,
         "threads": torch.get_num_threads(),
         "adam": args.adam,
         "learning_rate": LEARNING_RATE,
-        "torch_version": torch.__version__,
-        "python_version": platform.python_version(),
-        "platform": platform.platform(),
+        **_common.environment(),
         "flops_formula": "forward = sum of 2*in*out over matmuls (experts, gates, mix, towers); train = 3*forward",
         "matmul": {
             "ceiling_shape": CEILING_SHAPE,
@@ -818,9 +808,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "fraction_met": fraction_met,
             "all_met": bool(speedup_met and fraction_met),
         },
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": git_commit(),
-        "command": command,
+        **_common.provenance(command),
     }
     for size_out in sizes_out.values():
         for m in size_out["models"].values():
@@ -828,11 +816,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 math.isfinite(x) and x > 0 for x in (m["median_ms"], m["median_fraction_of_ceiling"])
             ):
                 raise RuntimeError(f"non-finite result: {m}")
-
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    if not args.no_docs:
-        update_docs(args.docs, docs_section(result))
+    wrote = _common.write_outputs(args, SECTION, result, lambda: docs_section(result))
 
     print()
     print(f"matmul ceiling: {result['matmul']['ceiling_gflops']:.0f} GFLOP/s (torch.mm 1024^3, median)")
@@ -853,7 +837,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"target mmoe >= {100 * TARGET_FRACTION:.0f}% of ceiling ({TARGET_FRACTION_SIZE}): "
         f"{verdict[fraction_met]}"
     )
-    print(f"wrote {args.json}" + ("" if args.no_docs else f" and {args.docs}"))
+    print(wrote)
     return result
 
 

@@ -49,6 +49,8 @@ def test_small_run_writes_json(bench: ModuleType, tmp_path: Path) -> None:
     assert result["command"] == "python benchmarks/model_step.py " + " ".join(argv)
     assert result["batch_size"] == 1024
     assert result["repeats"] == 2
+    assert result["adam"] == "fused"  # the default, for every contender
+    assert result["round_warmup"] == 1
     assert positive(result["matmul"]["ceiling_gflops"])
     for shape in result["matmul"]["shapes"].values():
         assert len(shape["gflops"]) == 2
@@ -69,6 +71,9 @@ def test_small_run_writes_json(bench: ModuleType, tmp_path: Path) -> None:
         for key in ("median_ms", "samples_per_second", "achieved_gflops", "median_fraction_of_ceiling"):
             assert positive(m[key]), key
         assert all(positive(x) for x in m["median_phase_ms"].values())
+        assert len(m["minor_faults_per_step"]) == 2
+        assert all(x >= 0 for x in m["minor_faults_per_step"])
+        assert m["median_minor_faults_per_step"] >= 0
         flops = m["flops_per_sample"]
         assert flops["train"] == 3 * flops["forward"] > 0
         # the analytic forward count equals what FlopCounterMode sees in the forward pass

@@ -8,7 +8,7 @@ from torch import nn
 
 from mtlkit import Feature, Schema, SchemaError, Task
 from mtlkit.models import create_model
-from mtlkit.models.layers import MLP, Experts, FeatureEmbedding, Gate, TaskTowers, mix
+from mtlkit.models.layers import MLP, Experts, FeatureEmbedding, Gate, TaskGates, TaskTowers, mix
 
 
 def _schema(**towers: tuple[str, ...]) -> Schema:
@@ -150,3 +150,152 @@ def test_mlp_norms_and_validation() -> None:
         MLP(4, [3], activation_name="rleu")
     with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.5"):
         MLP(4, [3], dropout=1.5)
+
+
+# ------------------------------------------------------------------------------ fast paths (same math)
+def _loop_of_linears(experts: Experts, activation: nn.Module) -> list[nn.Sequential]:
+    loops = []
+    for e in range(experts.num_experts):
+        layers: list[nn.Module] = []
+        for weight, bias in zip(experts.weights, experts.biases, strict=True):
+            linear = nn.Linear(weight.shape[1], weight.shape[2])
+            with torch.no_grad():
+                linear.weight.copy_(weight[e].T)
+                linear.bias.copy_(bias[e])
+            layers += [linear, activation]
+        loops.append(nn.Sequential(*layers))
+    return loops
+
+
+@pytest.mark.parametrize("activation_name", ["relu", "gelu"])
+@pytest.mark.parametrize("sizes", [[6], [8, 5], [7, 6, 3]])
+@pytest.mark.parametrize("batched_input", [False, True])
+def test_experts_of_any_depth_and_activation_equal_the_loop_with_gradients(
+    activation_name: str, sizes: list[int], batched_input: bool
+) -> None:
+    torch.manual_seed(1)
+    experts = Experts(3, 10, sizes, activation_name)
+    loops = _loop_of_linears(experts, nn.ReLU() if activation_name == "relu" else nn.GELU())
+    x = torch.randn(17, 3, 10) if batched_input else torch.randn(17, 10)
+    x_loop = x.clone().requires_grad_()
+    x.requires_grad_()
+    got = experts(x)
+    expected = torch.stack([loops[e](x_loop[:, e] if batched_input else x_loop) for e in range(3)], dim=1)
+    assert got.shape == (17, 3, sizes[-1])
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
+    upstream = torch.randn_like(got)
+    got.backward(upstream)
+    expected.backward(upstream)
+    torch.testing.assert_close(x.grad, x_loop.grad, atol=1e-5, rtol=1e-5)
+    for layer, (weight, bias) in enumerate(zip(experts.weights, experts.biases, strict=True)):
+        for e in range(3):
+            linear = loops[e][2 * layer]
+            torch.testing.assert_close(weight.grad[e], linear.weight.grad.T, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(bias.grad[e], linear.bias.grad, atol=1e-5, rtol=1e-5)
+
+
+def test_experts_first_layer_is_read_without_a_copy_and_keeps_its_layout() -> None:
+    """weights[0] is [E, in, out] stored in [in, E, out] order: the shared-input GEMM reads it as [in, E*out]
+    through a view, its gradient has the same layout, and optimizers and state_dict round trips keep it."""
+    experts = Experts(4, 6, [5, 3])
+    first = experts.weights[0]
+    assert first.shape == (4, 6, 5)
+    assert first.transpose(0, 1).is_contiguous()
+    flat = first.transpose(0, 1).reshape(6, -1)
+    assert flat.data_ptr() == first.data_ptr()
+    assert flat._base is not None  # a view, not a copy
+    assert experts.weights[1].is_contiguous()
+
+    experts(torch.randn(9, 6)).sum().backward()
+    assert first.grad is not None
+    assert first.grad.stride() == first.stride()
+    torch.optim.Adam(experts.parameters(), fused=True).step()
+    assert first.transpose(0, 1).is_contiguous()
+
+    clone = Experts(4, 6, [5, 3])
+    state = {k: v.contiguous() for k, v in experts.state_dict().items()}  # from any layout
+    clone.load_state_dict(state)
+    assert clone.weights[0].transpose(0, 1).is_contiguous()
+    x = torch.randn(9, 6)
+    torch.testing.assert_close(clone(x), experts(x), atol=0, rtol=0)
+
+
+def test_experts_dropout_is_active_in_training_only() -> None:
+    torch.manual_seed(0)
+    experts = Experts(2, 5, [40], dropout=0.5)
+    x = torch.randn(8, 5)
+    experts.eval()
+    torch.testing.assert_close(experts(x), experts(x))
+    experts.train()
+    out = experts(x)
+    reference = experts.eval()(x)
+    dropped = (out == 0) & (reference != 0)
+    assert dropped.any()
+    torch.testing.assert_close(out[~dropped & (out != 0)], 2 * reference[~dropped & (out != 0)])
+
+
+def test_gate_is_the_softmax_of_its_linear_layer() -> None:
+    gate = Gate(6, 5)
+    x = torch.randn(11, 6)
+    torch.testing.assert_close(gate(x), torch.softmax(gate.linear(x), dim=-1))
+
+
+@pytest.mark.parametrize("tasks", [1, 3])
+def test_task_gates_equal_one_gate_per_task_and_mix_equals_the_per_task_mix(tasks: int) -> None:
+    torch.manual_seed(0)
+    names = [f"t{k}" for k in range(tasks)]
+    gates = TaskGates(names, 6, 4)
+    assert list(gates) == names
+    assert all(isinstance(gates[t], Gate) for t in names)
+    x = torch.randn(13, 6, requires_grad=True)
+    experts = torch.randn(13, 4, 5, requires_grad=True)
+    weights = gates(x)
+    assert weights.shape == (13, tasks, 4)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(13, tasks))
+    mixed = mix(weights, experts)
+    assert mixed.shape == (13, tasks, 5)
+
+    x_ref = x.detach().clone().requires_grad_()
+    experts_ref = experts.detach().clone().requires_grad_()
+    per_task = [gates[t](x_ref) for t in names]
+    for k, t in enumerate(names):
+        torch.testing.assert_close(weights[:, k], per_task[k])
+        torch.testing.assert_close(weights[:, k], torch.softmax(gates[t].linear(x_ref), dim=-1))
+    expected = torch.stack([mix(g, experts_ref) for g in per_task], dim=1)
+    torch.testing.assert_close(mixed, expected)
+
+    # same gradients, each task's gate keeping its own parameters
+    fused_params = [p for t in names for p in gates[t].parameters()]
+    upstream = torch.randn_like(mixed)
+    fused = torch.autograd.grad(mixed, [x, experts, *fused_params], upstream)
+    reference = torch.autograd.grad(expected, [x_ref, experts_ref, *fused_params], upstream)
+    for a, b in zip(fused, reference, strict=True):
+        torch.testing.assert_close(a, b)
+    # the loss of one task does not reach another task's gate
+    if tasks > 1:
+        grads = torch.autograd.grad(mix(gates(x), experts)[:, 0].sum(), list(gates["t1"].parameters()))
+        assert all(torch.count_nonzero(g) == 0 for g in grads)
+
+
+def test_task_gates_reject_zero_experts() -> None:
+    with pytest.raises(ValueError, match=r"a gate needs num_experts >= 1, got 0"):
+        TaskGates(["a"], 3, 0)
+
+
+def test_embedding_lookup_equals_nn_embedding_with_gradients() -> None:
+    schema = _schema()
+    emb = FeatureEmbedding(schema)
+    cat, num = _inputs(schema, batch=9)
+    shared, _ = emb(cat, num)
+    shared.backward(torch.arange(shared.numel(), dtype=torch.float32).view_as(shared))
+    grads = [t.weight.grad.clone() for t in emb.tables]
+    emb.zero_grad()
+    blocks = []
+    for k, table in enumerate(emb.tables):
+        codes = cat.index_select(1, getattr(emb, f"columns_{k}")) + getattr(emb, f"offsets_{k}")
+        blocks.append(table(codes).reshape(9, -1))
+    expected = torch.cat([*blocks, num], dim=1)
+    torch.testing.assert_close(shared, expected, atol=0, rtol=0)
+    expected.backward(torch.arange(expected.numel(), dtype=torch.float32).view_as(expected))
+    for table, grad in zip(emb.tables, grads, strict=True):
+        torch.testing.assert_close(table.weight.grad, grad)

@@ -5,7 +5,8 @@
 * :class:`MLP`: Linear layers with activation, optional batch / layer norm and dropout;
 * :class:`Experts`: E experts of any depth held as stacked weights [E, in, out] per layer and applied with one
   batched matmul per layer (never a Python loop over expert modules);
-* :class:`Gate` and :func:`mix`: softmax gates over experts and the gated sum;
+* :class:`Gate`, :class:`TaskGates` and :func:`mix`: softmax gates over experts (one, or one per task computed
+  together) and the gated sum;
 * :class:`TaskTowers`: one tower per task, fed in dependency order (``Task.depends_on``).
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -145,7 +147,9 @@ class FeatureEmbedding(nn.Module):
             columns: Tensor = getattr(self, f"columns_{k}")
             offsets: Tensor = getattr(self, f"offsets_{k}")
             codes = categorical.index_select(1, columns) + offsets
-            blocks.append(table(codes).reshape(batch, -1))
+            # index_select, not table(codes): its backward (index_add) is ~3x faster than embedding's on CPU
+            weight = cast(nn.Embedding, table).weight
+            blocks.append(weight.index_select(0, codes.reshape(-1)).view(batch, -1))
         if self.num_numeric:
             if self.numeric_dim:
                 blocks.extend(projection(numeric) for projection in self.projections)
@@ -231,6 +235,13 @@ class Experts(nn.Module):
     x [B, E, in] (expert e sees x[:, e]: one batched matmul) and returns [B, E, out]. Initialised like
     ``nn.Linear`` (uniform in +-1/sqrt(in)), so it equals a list of E ``nn.Linear`` stacks with the same
     weights.
+
+    Layout (speed only; every result is the same whatever the memory layout): ``weights[0]`` has shape
+    [E, in, out] like every layer but is stored in [in, E, out] order (strides (out, E*out, 1)), so the shared-input
+    GEMM reads it as [in, E*out] without a copy in forward or backward; flatten it (or its gradient) with
+    ``reshape`` / ``flatten``, not ``view``. Hidden activations are kept expert-major [E, B, h] between layers
+    (``torch.baddbmm`` per layer), and the result is returned as an [B, E, out] view of that (not contiguous when
+    there are two layers or more: making it contiguous measured slower at the benchmark's production size).
     """
 
     def __init__(
@@ -251,26 +262,54 @@ class Experts(nn.Module):
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         width = in_dim
-        for size in self.sizes:
+        for layer, size in enumerate(self.sizes):
             bound = 1.0 / math.sqrt(width)
-            self.weights.append(nn.Parameter(torch.empty(num_experts, width, size).uniform_(-bound, bound)))
+            weight = torch.empty(num_experts, width, size).uniform_(-bound, bound)
+            if layer == 0:  # same values, [in, E, out] memory order (see the class docstring)
+                weight = weight.transpose(0, 1).contiguous().transpose(0, 1)
+            self.weights.append(nn.Parameter(weight))
             self.biases.append(nn.Parameter(torch.empty(num_experts, size).uniform_(-bound, bound)))
             width = size
         self.act = activation(activation_name)
+        #: ReLU runs in place on the fresh matmul output (autograd's ReLU saves its output, not its input).
+        self.inplace_relu = isinstance(self.act, nn.ReLU)
         self.dropout = nn.Dropout(check_fraction("dropout", dropout)) if dropout else nn.Identity()
+        self.has_dropout = bool(dropout)
+
+    def _activate(self, h: Tensor) -> Tensor:
+        h = torch.relu_(h) if self.inplace_relu else self.act(h)
+        return self.dropout(h) if self.has_dropout else h
 
     def forward(self, x: Tensor) -> Tensor:
-        e = self.num_experts
+        last = len(self.sizes) - 1
+        h = x
         for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
             if layer == 0 and x.dim() == 2:
-                # shared input: [B, in] @ [in, E*out] in one GEMM
-                flat = weight.permute(1, 0, 2).reshape(weight.shape[1], -1)
-                x = (x @ flat).view(x.shape[0], e, -1) + bias
+                # shared input: [B, in] @ [in, E*out] in one GEMM; the reshape is a view of weights[0]'s memory
+                flat = weight.transpose(0, 1).reshape(weight.shape[1], -1)
+                h = self._activate(torch.addmm(bias.reshape(-1), x, flat))
+                h = h.view(x.shape[0], self.num_experts, -1)  # [B, E, out]
+                if layer == last:
+                    return h
+                h = h.transpose(0, 1)  # [E, B, out], a view
             else:
-                # per-expert input: [E, B, in] @ [E, in, out] batched
-                x = torch.bmm(x.transpose(0, 1), weight).transpose(0, 1) + bias
-            x = self.dropout(self.act(x))
-        return x
+                if layer == 0:
+                    h = x.transpose(0, 1)  # per-expert input [B, E, in] -> [E, B, in], a view
+                # [E, B, in] @ [E, in, out] + b, batched over experts
+                h = self._activate(torch.baddbmm(bias.unsqueeze(1), h, weight))
+        return h.transpose(0, 1)
+
+
+def _softmax_gates(weight: Tensor, bias: Tensor, x: Tensor, groups: int) -> Tensor:
+    """``groups`` softmax gates at once: weight [G*E, in], bias [G*E], x [B, in] -> [B, G, E].
+
+    The logits are computed transposed, [G, E, B], so the softmax runs over a non-innermost dimension of size E
+    (vectorised along the batch; a softmax over an innermost dimension of 8 is several times slower), then
+    made contiguous as [B, G, E] for the batched mix.
+    """
+    logits = torch.addmm(bias.unsqueeze(1), weight, x.t())  # [G*E, B]
+    probs = torch.softmax(logits.view(groups, -1, x.shape[0]), dim=1)  # [G, E, B]
+    return probs.permute(2, 0, 1).contiguous()  # [B, G, E]
 
 
 class Gate(nn.Module):
@@ -283,11 +322,37 @@ class Gate(nn.Module):
         self.linear = nn.Linear(in_dim, num_experts)
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.softmax(self.linear(x), dim=-1)
+        return _softmax_gates(self.linear.weight, self.linear.bias, x, 1).squeeze(1)
+
+
+class TaskGates(nn.ModuleDict):
+    """One softmax :class:`Gate` per task, all over the same ``num_experts`` experts and reading the same input.
+
+    A ``ModuleDict`` task -> :class:`Gate`, so each task's gate stays its own parameters (the per-task split of
+    :class:`~mtlkit.models.base.MultiTaskModel` needs that) under the names a dict of gates has; ``forward``
+    computes every gate with one matmul (the gates' weights concatenated, a copy of T x E x in numbers) and one
+    softmax: x [B, in] -> [B, T, E] (tasks in the order given; every row over E sums to 1), ready for
+    :func:`mix`. Equal to ``torch.stack([gate(x) for gate in self.values()], dim=1)``.
+    """
+
+    def __init__(self, task_names: Sequence[str], in_dim: int, num_experts: int) -> None:
+        if num_experts < 1:
+            raise ValueError(f"a gate needs num_experts >= 1, got {num_experts}")
+        super().__init__({t: Gate(in_dim, num_experts) for t in task_names})
+        self.num_experts = num_experts
+
+    def forward(self, x: Tensor) -> Tensor:
+        linears = [cast(Gate, gate).linear for gate in self.values()]
+        weight = torch.cat([linear.weight for linear in linears])  # [T*E, in]
+        bias = torch.cat([linear.bias for linear in linears])  # [T*E]
+        return _softmax_gates(weight, bias, x, len(linears))
 
 
 def mix(gate: Tensor, experts: Tensor) -> Tensor:
-    """Gated sum of expert outputs: gate [B, E], experts [B, E, d] -> [B, d]."""
+    """Gated sum of expert outputs, one batched matmul: gate [B, E] -> [B, d], or the gates of T tasks
+    [B, T, E] -> [B, T, d]; experts [B, E, d]."""
+    if gate.dim() == 3:
+        return torch.bmm(gate, experts)
     return torch.bmm(gate.unsqueeze(1), experts).squeeze(1)
 
 

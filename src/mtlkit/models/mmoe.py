@@ -11,12 +11,16 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from mtlkit.models.base import MultiTaskModel, Output
-from mtlkit.models.layers import Experts, FeatureEmbedding, Gate, TaskTowers, mix, tower_inputs
+from mtlkit.models.layers import Experts, FeatureEmbedding, TaskGates, TaskTowers, mix, tower_inputs
 from mtlkit.schema import Schema
 
 
 class MMoE(MultiTaskModel):
-    """Shared experts, one softmax gate per task. ``Output.shared`` is the stacked experts [B, E, d]."""
+    """Shared experts, one softmax gate per task. ``Output.shared`` is the stacked experts [B, E, d].
+
+    The task gates are a :class:`TaskGates` (``gates[task]`` is task's own :class:`Gate`), computed together, and
+    every task's mix is one batched matmul.
+    """
 
     def __init__(
         self,
@@ -33,18 +37,18 @@ class MMoE(MultiTaskModel):
         super().__init__(schema)
         self.embedding = FeatureEmbedding(schema, numeric_dim)
         self.experts = Experts(num_experts, self.embedding.shared_dim, expert_sizes, activation, dropout)
-        self.gates = nn.ModuleDict(
-            {t: Gate(self.embedding.shared_dim, num_experts) for t in schema.task_names}
-        )
+        self.gates = TaskGates(schema.task_names, self.embedding.shared_dim, num_experts)
         in_dims = {t: self.experts.out_dim + self.embedding.tower_dims[t] for t in schema.task_names}
         self.towers = TaskTowers(schema, in_dims, tower_sizes, activation, dropout, norm, detach_dependency)
 
     def compute(self, categorical: Tensor, numeric: Tensor) -> Output:
         x, extra = self.embedding(categorical, numeric)
         experts = self.experts(x)  # [B, E, d]
-        gates = {t: gate(x) for t, gate in self.gates.items()}
-        mixed = {t: mix(g, experts) for t, g in gates.items()}
-        logits = self.towers(tower_inputs(self.schema, mixed, extra))
+        weights = self.gates(x)  # [B, T, E]: every task's gate in one matmul
+        mixed = mix(weights, experts)  # [B, T, d]: every task's gated sum in one batched matmul
+        names = self.schema.task_names
+        gates = dict(zip(names, weights.unbind(1), strict=True))
+        logits = self.towers(tower_inputs(self.schema, dict(zip(names, mixed.unbind(1), strict=True)), extra))
         return Output(logits=logits, shared=experts, gates=gates)
 
     def task_modules(self, task: str) -> list[nn.Module]:

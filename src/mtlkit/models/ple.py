@@ -28,6 +28,7 @@ from mtlkit.models.layers import (
     Experts,
     FeatureEmbedding,
     Gate,
+    TaskGates,
     TaskTowers,
     check_sizes,
     mix,
@@ -50,7 +51,9 @@ class ExtractionLayer(nn.Module):
     Each task's experts and the shared experts are separate :class:`Experts` modules, so a level costs T + 1
     batched matmuls (one per group, never one per expert) rather than one over all experts: a single stacked
     weight holding several tasks' experts could not be split into the per-task parameters the
-    :class:`MultiTaskModel` contract requires.
+    :class:`MultiTaskModel` contract requires. The task gates are a :class:`TaskGates`, computed with one matmul
+    where every task reads the same input (the first level); each task's output is the gated sum over the shared
+    experts (every task at once, one batched matmul) plus the gated sum over its own experts.
 
     ``forward(task_inputs, shared_input)`` returns (task outputs {task: [B, d]}, the shared output [B, d] or
     None without a shared gate, the task gates {task: [B, task_experts + shared_experts]}, the shared experts'
@@ -74,9 +77,7 @@ class ExtractionLayer(nn.Module):
             {t: Experts(task_experts, in_dim, expert_sizes, activation, dropout) for t in self.task_names}
         )
         self.shared_experts = Experts(shared_experts, in_dim, expert_sizes, activation, dropout)
-        self.task_gates = nn.ModuleDict(
-            {t: Gate(in_dim, task_experts + shared_experts) for t in self.task_names}
-        )
+        self.task_gates = TaskGates(self.task_names, in_dim, task_experts + shared_experts)
         self.shared_gate: Gate | None = (
             Gate(in_dim, len(self.task_names) * task_experts + shared_experts) if shared_gate else None
         )
@@ -85,10 +86,19 @@ class ExtractionLayer(nn.Module):
     def forward(
         self, task_inputs: dict[str, Tensor], shared_input: Tensor
     ) -> tuple[dict[str, Tensor], Tensor | None, dict[str, Tensor], Tensor]:
+        names = self.task_names
         shared = self.shared_experts(shared_input)  # [B, S, d]
         own = {t: experts(task_inputs[t]) for t, experts in self.task_experts.items()}  # {t: [B, m, d]}
-        gates = {t: gate(task_inputs[t]) for t, gate in self.task_gates.items()}  # {t: [B, m + S]}
-        outputs = {t: mix(gates[t], torch.cat([own[t], shared], dim=1)) for t in self.task_names}
+        first = task_inputs[names[0]]
+        if all(task_inputs[t] is first for t in names):
+            weights = self.task_gates(first)  # [B, T, m + S]: the first level, every task gate reads x
+        else:
+            weights = torch.stack([self.task_gates[t](task_inputs[t]) for t in names], dim=1)
+        gates = dict(zip(names, weights.unbind(1), strict=True))  # {t: [B, m + S]}
+        m = weights.shape[2] - shared.shape[1]
+        # sum over the shared experts for every task in one batched matmul, then each task's own experts
+        from_shared = mix(weights[:, :, m:], shared).unbind(1)  # T x [B, d]
+        outputs = {t: from_shared[k] + mix(gates[t][:, :m], own[t]) for k, t in enumerate(names)}
         shared_output = None
         if self.shared_gate is not None:
             every = torch.cat([*(own[t] for t in self.task_names), shared], dim=1)  # [B, T*m + S, d]
