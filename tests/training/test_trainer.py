@@ -168,3 +168,18 @@ def test_learning_rate_schedules(splits, schedule: str, expected: list[float]) -
     trainer.fit(splits.train)
     lrs = [row["lr"] / trainer.options.lr for row in trainer.history]
     assert lrs == pytest.approx(expected, abs=1e-9)
+
+
+def test_gradient_clipping_bounds_the_update(splits) -> None:  # type: ignore[no-untyped-def]
+    """With grad_clip the total gradient norm at the optimizer step never exceeds the bound."""
+    seen: list[float] = []
+    trainer = _trainer(splits, epochs=1, grad_clip=0.05, monitor=None, lr=0.1)
+
+    def before_step(optimizer, args, kwargs) -> None:  # type: ignore[no-untyped-def]
+        grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+        seen.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+
+    trainer.optimizer.register_step_pre_hook(before_step)
+    trainer.fit(splits.train)
+    assert seen
+    assert max(seen) <= 0.05 * (1 + 1e-4)
