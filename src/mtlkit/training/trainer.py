@@ -163,12 +163,15 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ setup
     def _optimizer(self) -> torch.optim.Optimizer:
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        params += [p for p in self.balancer.parameters() if p.requires_grad]
+        model = [p for p in self.model.parameters() if p.requires_grad]
+        balancer = [p for p in self.balancer.parameters() if p.requires_grad]
         kind = torch.optim.AdamW if self.options.optimizer == "adamw" else torch.optim.Adam
         # fused kernels exist for CPU and CUDA float tensors; they cut the optimizer's time 2-3x
-        fused = all(p.dtype.is_floating_point for p in params)
-        return kind(params, lr=self.options.lr, weight_decay=self.options.weight_decay, fused=fused)
+        fused = all(p.dtype.is_floating_point for p in model + balancer)
+        groups: list[dict[str, Any]] = [{"params": model}]
+        if balancer:  # balancer parameters (log-variances, task weights) are never decayed toward 0
+            groups.append({"params": balancer, "weight_decay": 0.0})
+        return kind(groups, lr=self.options.lr, weight_decay=self.options.weight_decay, fused=fused)
 
     def _schedule(self, steps_per_epoch: int) -> Callable[[int], float]:
         o = self.options
