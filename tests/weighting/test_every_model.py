@@ -1,19 +1,21 @@
-"""Every loss weighting trains every registered model through the training path of ``mtlkit train``, on data
+"""Every loss weighting trains every registered model through ``mtlkit train``, on data
 whose labels are partly missing (masked per task)."""
 
 from __future__ import annotations
 
+import csv
+import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+import yaml
 
-from mtlkit import MtlkitError
+from mtlkit.cli import main
 from mtlkit.config import RunConfig
 from mtlkit.models import create_model, list_models
-from mtlkit.training.run import build_splits, train_run
+from mtlkit.training.run import build_splits
 from mtlkit.weighting import list_weightings, weighting_class
 
 SCHEMA = {
@@ -45,41 +47,45 @@ def events(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _config(events: Path, model: str, method: str) -> RunConfig:
-    return RunConfig.from_dict(
-        {
-            "data": {"train": str(events), "schema": SCHEMA},
-            "model": {"name": model},
-            "balancer": {"name": method},
-            "training": {
-                "epochs": 2,
-                "batch_size": 64,
-                "lr": 0.01,
-                "progress": False,
-                "device": "cpu",
-                "early_stopping": {"monitor": "valid.mean.logloss", "patience": None},
-            },
-        }
-    )
+def _config(events: Path, model: str, method: str) -> dict[str, object]:
+    return {
+        "data": {"train": str(events), "schema": SCHEMA},
+        "model": {"name": model},
+        "balancer": {"name": method},
+        "training": {
+            "epochs": 2,
+            "batch_size": 64,
+            "lr": 0.01,
+            "progress": False,
+            "device": "cpu",
+            "early_stopping": {"monitor": "valid.mean.logloss", "patience": None},
+        },
+    }
 
 
 @pytest.mark.parametrize("model", list_models())
 @pytest.mark.parametrize("method", list_weightings())
-def test_method_trains_model(events: Path, tmp_path: Path, model: str, method: str) -> None:
-    config = _config(events, model, method)
-    needs_shared = "shared_grad_norms" in weighting_class(method).needs
-    if needs_shared:
-        splits = build_splits(config)
-        probe = create_model(model, splits.schema)
-        shared = probe(next(splits.train.batches(8))).shared
-        if shared is None:
-            with pytest.raises(MtlkitError, match="shared"):
-                train_run(config, tmp_path / "run")
+def test_method_trains_model(
+    events: Path, tmp_path: Path, model: str, method: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``mtlkit train`` with ``balancer: {name: method}`` and ``model: {name: model}``."""
+    data = _config(events, model, method)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "run"
+    code = main(["train", str(path), "--out", str(out)])
+    if "shared_grad_norms" in weighting_class(method).needs:
+        splits = build_splits(RunConfig.from_dict(data))
+        shared = create_model(model, splits.schema)(next(splits.train.batches(8))).shared
+        if shared is None:  # nothing shared to measure gradient norms at: a clear refusal
+            assert code == 2
+            assert "shared" in capsys.readouterr().err
             return
-    result = train_run(config, tmp_path / "run")
-    history = result.trainer.history
+    assert code == 0, capsys.readouterr().err
+    with open(out / "history.csv") as handle:
+        history = list(csv.DictReader(handle))
     assert len(history) == 2
     for row in history:
-        assert all(math.isfinite(v) for k, v in row.items() if k.startswith("loss_")), row
-    assert all(torch.isfinite(p).all() for p in result.trainer.model.parameters())
-    assert math.isfinite(result.metrics["test"]["mean"]["logloss"])
+        assert all(math.isfinite(float(v)) for k, v in row.items() if k.startswith("loss_")), row
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert math.isfinite(metrics["test"]["mean"]["logloss"])
