@@ -10,8 +10,19 @@ data declared on its class) and computes just that:
   one vectorised ``torch.autograd.grad(..., is_grads_batched=True)`` call that only walks the task-specific part
   of the graph (towers, gates); the graph is kept for the single backward of the objective that follows.
 
-Gradient-level methods (per-task gradients of the shared parameters, or only their Gram matrix) extend this
-module; under DDP the per-task gradient matrix will be all-reduced here, before aggregation.
+* ``"gram"`` / ``"jacobian"`` (gradient aggregators): the per-task gradients [T, D], in the aggregator's mode:
+
+  - ``parameter``: of the shared parameters (D = their total size), all T rows from one batched
+    ``autograd.grad`` over the rows of the identity. The aggregated direction is written into the shared
+    parameters' ``.grad``; every task-private parameter gets the plain gradient of its own task's loss (the
+    gradient of the loss sum restricted to it, which no other task reaches).
+  - ``representation`` (the MGDA-UB trick): of ``Output.shared`` (D = its size), through the task-specific
+    part only. With d the aggregated direction there and g_i the rows, one backward with two roots,
+    ``sum_i L_i`` and ``Output.shared`` with gradient ``d - sum_i g_i``, gives every parameter its plain gradient
+    with the shared representation's contribution replaced by d: exact also for shared parameters that tasks
+    reach along other paths (PLE's lower levels feed task experts too).
+
+  Under DDP, the per-task gradient matrix is the place to all-reduce (``_all_reduce_hook``), before aggregation.
 """
 
 from __future__ import annotations
@@ -21,13 +32,16 @@ import logging
 import torch
 from torch import Tensor, nn
 
+from mtlkit.aggregation.base import GradientAggregator
 from mtlkit.errors import MtlkitError
 from mtlkit.weighting.base import LossWeighting
 
 log = logging.getLogger(__name__)
 
 #: What an engine of this version can provide to a balancer.
-SUPPORTED_NEEDS = frozenset({"losses", "shared_grad_norms"})
+SUPPORTED_NEEDS = frozenset({"losses", "shared_grad_norms", "gram", "jacobian"})
+#: Needs that make the balancer a gradient aggregator (it consumes per-task gradients, not loss values).
+GRADIENT_NEEDS = frozenset({"gram", "jacobian"})
 
 #: Model classes for which batched per-task gradients failed and the loop was used (logged once per class).
 _LOOPED: set[str] = set()
@@ -36,7 +50,7 @@ _LOOPED: set[str] = set()
 def mtl_backward(
     losses: Tensor,
     model: nn.Module,
-    balancer: LossWeighting,
+    balancer: LossWeighting | GradientAggregator,
     penalty: Tensor | None = None,
     shared: Tensor | None = None,
 ) -> Tensor:
@@ -55,6 +69,10 @@ def mtl_backward(
         raise MtlkitError(
             f"balancer {type(balancer).__name__} needs {sorted(missing)}, which this engine cannot provide yet"
         )
+    if needs & GRADIENT_NEEDS:
+        assert isinstance(balancer, GradientAggregator)
+        return _aggregate(losses, model, balancer, penalty, shared)
+    assert isinstance(balancer, LossWeighting)
     if "shared_grad_norms" in needs:
         checked = _check_shared(shared, model, balancer)
         balancer.observe_grad_norms(shared_grad_norms(losses, checked, model_name=type(model).__name__))
@@ -97,7 +115,110 @@ def shared_grad_norms(losses: Tensor, shared: Tensor, model_name: str = "model")
     return torch.linalg.vector_norm(grads.reshape(t, -1), dim=1).detach()
 
 
-def _check_shared(shared: Tensor | None, model: nn.Module, balancer: LossWeighting) -> Tensor:
+def task_jacobian(losses: Tensor, inputs: list[Tensor], model_name: str = "model") -> Tensor:
+    """The per-task gradients of ``losses`` [T] with respect to ``inputs``, flattened and joined: [T, D].
+
+    All rows come from one batched ``autograd.grad`` (T vector-Jacobian products at once); where an operation
+    has no batching rule, one ``autograd.grad`` per task (logged once per model class). The graph is retained.
+    """
+    t = losses.shape[0]
+    try:
+        grads = torch.autograd.grad(
+            losses,
+            inputs,
+            grad_outputs=torch.eye(t, dtype=losses.dtype, device=losses.device),
+            is_grads_batched=True,
+            retain_graph=True,
+            allow_unused=True,
+        )
+        rows = [
+            torch.zeros(t, x.numel(), dtype=losses.dtype, device=losses.device)
+            if g is None
+            else g.reshape(t, -1)
+            for g, x in zip(grads, inputs, strict=True)
+        ]
+    except RuntimeError as exc:  # vmap over an operation without a batching rule
+        if model_name not in _LOOPED:
+            _LOOPED.add(model_name)
+            log.warning(
+                "per-task gradients of %s: batched autograd failed (%s); falling back to one backward per task",
+                model_name,
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+            )
+        per_task = []
+        for i in range(t):
+            grads_i = torch.autograd.grad(losses[i], inputs, retain_graph=True, allow_unused=True)
+            per_task.append(
+                torch.cat(
+                    [
+                        (
+                            torch.zeros(x.numel(), dtype=losses.dtype, device=losses.device)
+                            if g is None
+                            else g.reshape(-1)
+                        )
+                        for g, x in zip(grads_i, inputs, strict=True)
+                    ]
+                )
+            )
+        return torch.stack(per_task)
+    return torch.cat(rows, dim=1)
+
+
+def _all_reduce_hook(jacobian: Tensor) -> Tensor:
+    """Under DDP, the per-task gradient matrix is averaged across processes here, before aggregation."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(jacobian, op=torch.distributed.ReduceOp.AVG)
+    return jacobian
+
+
+def _aggregate(
+    losses: Tensor,
+    model: nn.Module,
+    aggregator: GradientAggregator,
+    penalty: Tensor | None,
+    shared: Tensor | None,
+) -> Tensor:
+    """Per-task gradients -> the aggregator's direction -> ``.grad`` (see the module docstring)."""
+    name = type(model).__name__
+    aggregator.observe_losses(losses.detach())
+    total = losses.sum()
+    if aggregator.mode == "representation":
+        rep = _check_shared(shared, model, aggregator)
+        jacobian = _all_reduce_hook(task_jacobian(losses, [rep], name))
+        direction = aggregator(jacobian)
+        correction = (direction - jacobian.sum(0)).reshape(rep.shape).to(rep.dtype)
+        roots, grads = [total, rep], [torch.ones_like(total), correction]
+        if penalty is not None:
+            roots.append(penalty)
+            grads.append(torch.ones_like(penalty))
+        torch.autograd.backward(roots, grads)
+        return total.detach()
+    shared_params = list(model.shared_parameters())  # type: ignore[operator]
+    private = [
+        p for p in model.parameters() if p.requires_grad and id(p) not in {id(q) for q in shared_params}
+    ]
+    if not shared_params:
+        raise MtlkitError(
+            f"aggregator {type(aggregator).__name__} balances the gradients of shared parameters, but model {name} "
+            f"has none; use a model with shared layers, or a loss weighting"
+        )
+    jacobian = _all_reduce_hook(task_jacobian(losses, shared_params, name))
+    direction = aggregator(jacobian)
+    if private:
+        torch.autograd.backward(total, inputs=private, retain_graph=penalty is not None)
+    offset = 0
+    for p in shared_params:
+        piece = direction[offset : offset + p.numel()].reshape(p.shape).to(p.dtype)
+        offset += p.numel()
+        p.grad = piece.clone() if p.grad is None else p.grad + piece
+    if penalty is not None and penalty.requires_grad:
+        penalty.backward()
+    return total.detach()
+
+
+def _check_shared(
+    shared: Tensor | None, model: nn.Module, balancer: LossWeighting | GradientAggregator
+) -> Tensor:
     name, method = type(model).__name__, type(balancer).__name__
     if shared is None:
         raise MtlkitError(

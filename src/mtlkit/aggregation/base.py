@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import abc
 import inspect
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from torch import Tensor, nn
 
 from mtlkit.errors import MtlkitError
 from mtlkit.schema import Schema
+
+if TYPE_CHECKING:
+    from mtlkit.data.table import Table
 
 Mode = Literal["parameter", "representation"]
 MODES = ("parameter", "representation")
@@ -52,7 +55,13 @@ class GradientAggregator(nn.Module, abc.ABC):
         self.task_names = schema.task_names
         self.mode = mode
 
-    def observe_losses(self, losses: Tensor) -> None:  # noqa: B027 - most methods ignore loss values
+    def prepare(self, train: Table) -> None:
+        """Called once before training starts (not on resume)."""
+
+    def end_epoch(self, mean_losses: Tensor) -> None:
+        """Called after each epoch with the epoch-average task losses [T]."""
+
+    def observe_losses(self, losses: Tensor) -> None:
         """Receives the detached task losses [T] before ``forward`` (MGDA's loss normalisations use them)."""
 
     def weights(self, gram: Tensor) -> Tensor:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from mtlkit.balancing import create_balancer
 from mtlkit.config import RunConfig, load_config
 from mtlkit.data.datasets import Splits, load_dataset
 from mtlkit.data.encoders import Encoders
@@ -25,7 +26,6 @@ from mtlkit.models import MultiTaskModel, create_model
 from mtlkit.schema import Schema
 from mtlkit.training.checkpoint import load_checkpoint
 from mtlkit.training.trainer import Trainer, TrainingOptions
-from mtlkit.weighting import create_weighting
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -130,7 +130,7 @@ def train_run(
 
     check_monitor(config, splits.schema)
     model = build_model(config, splits.schema)
-    balancer = create_weighting(config.balancer.name, splits.schema, **dict(config.balancer.params))
+    balancer = create_balancer(config.balancer.name, splits.schema, **dict(config.balancer.params))
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(config.to_yaml())
     extra = {
@@ -185,7 +185,7 @@ def load_run(out_dir: str | Path, device: str = "auto") -> LoadedRun:
     encoders = Encoders.from_dict(state["encoders"])
     model = create_model(config.model.name, schema, **dict(config.model.params))
     model.load_state_dict(state["model_state"])
-    balancer = create_weighting(config.balancer.name, schema, **dict(config.balancer.params))
+    balancer = create_balancer(config.balancer.name, schema, **dict(config.balancer.params))
     trainer = Trainer(model, balancer, options_from(config), seed=config.seed, device=device)
     return LoadedRun(out, config, schema, encoders, trainer)
 

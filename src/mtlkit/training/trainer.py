@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import Tensor, nn
 
+from mtlkit.aggregation.base import GradientAggregator
 from mtlkit.backward import mtl_backward
 from mtlkit.data.table import Table
 from mtlkit.errors import MtlkitError
@@ -117,7 +118,7 @@ class Trainer:
 
     Args:
         model: the model (on any device; moved to ``device``).
-        balancer: the loss weighting (static weights by default: see ``mtlkit.weighting``).
+        balancer: a loss weighting (``mtlkit.weighting``) or a gradient aggregator (``mtlkit.aggregation``).
         options: training options.
         seed: seeds the data order, dropout and everything random in ``fit``.
         device: ``auto``, ``cpu``, ``cuda``...
@@ -130,7 +131,7 @@ class Trainer:
     def __init__(
         self,
         model: MultiTaskModel,
-        balancer: LossWeighting,
+        balancer: LossWeighting | GradientAggregator,
         options: TrainingOptions | None = None,
         seed: int = 0,
         device: str = "auto",

@@ -1,0 +1,167 @@
+"""The engine's gradient-aggregation path: per-task Jacobians in one batched pass, both modes, exact .grad."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mtlkit import Feature, MtlkitError, Schema, Task
+from mtlkit.aggregation import create_aggregator
+from mtlkit.backward import mtl_backward, task_jacobian
+from mtlkit.models import create_model, list_models
+
+SCHEMA = Schema(
+    (
+        Feature("u", "categorical", vocab_size=7, embedding_dim=3),
+        Feature("x", "numeric"),
+        Feature("z", "numeric"),
+    ),
+    (Task("click"), Task("buy", depends_on="click"), Task("time", "regression")),
+)
+
+
+def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    cat = torch.randint(0, 7, (12, 1), generator=g)
+    num = torch.randn(12, 2, generator=g)
+    labels = torch.stack(
+        [torch.randint(0, 2, (12,), generator=g).float() for _ in range(2)] + [torch.randn(12, generator=g)],
+        1,
+    )
+    return cat, num, labels
+
+
+def _losses(model: torch.nn.Module, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    cat, num, y = _batch(seed)
+    out = model.compute(cat, num)
+    losses = torch.stack(
+        [
+            F.binary_cross_entropy_with_logits(out.logits["click"], y[:, 0]),
+            F.binary_cross_entropy_with_logits(out.logits["buy"], y[:, 1]),
+            F.mse_loss(out.logits["time"], y[:, 2]),
+        ]
+    )
+    return losses, out.shared
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_batched_jacobian_equals_one_backward_per_task(name: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(name, SCHEMA)
+    params = list(model.shared_parameters())
+    if not params:
+        params = list(model.parameters())  # nothing shared: check the Jacobian of all parameters instead
+    losses, _ = _losses(model)
+    batched = task_jacobian(losses, params, name)
+    rows = []
+    for i in range(3):
+        grads = torch.autograd.grad(losses[i], params, retain_graph=True, allow_unused=True)
+        rows.append(
+            torch.cat(
+                [
+                    torch.zeros(p.numel()) if g is None else g.reshape(-1)
+                    for g, p in zip(grads, params, strict=True)
+                ]
+            )
+        )
+    torch.testing.assert_close(batched, torch.stack(rows), atol=1e-6, rtol=1e-6)
+
+
+def _reference(model: torch.nn.Module, weights: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Shared parameters: sum_i w_i grad L_i; task-private parameters: grad of their own task's loss."""
+    losses, _ = _losses(model)
+    shared = {id(p) for p in model.shared_parameters()}
+    out = {}
+    for name, p in model.named_parameters():
+        if id(p) in shared:
+            grads = [
+                torch.autograd.grad(losses[i], p, retain_graph=True, allow_unused=True)[0] for i in range(3)
+            ]
+            out[name] = sum(
+                w * (torch.zeros_like(p) if g is None else g) for w, g in zip(weights, grads, strict=True)
+            )
+        else:
+            (g,) = torch.autograd.grad(losses.sum(), p, retain_graph=True, allow_unused=True)
+            out[name] = torch.zeros_like(p) if g is None else g
+    return out
+
+
+def _grads_after(model: torch.nn.Module, mode: str) -> dict[str, torch.Tensor]:
+    losses, shared = _losses(model)
+    mtl_backward(losses, model, create_aggregator("mean", SCHEMA, mode=mode), shared=shared)
+    return {
+        n: (torch.zeros_like(p) if p.grad is None else p.grad.clone()) for n, p in model.named_parameters()
+    }
+
+
+@pytest.mark.parametrize("name", ["shared_bottom", "mmoe", "ple"])
+def test_parameter_mode_writes_the_mean_direction_and_plain_private_gradients(name: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(name, SCHEMA)
+    expected = _reference(model, torch.full((3,), 1 / 3))
+    for pname, got in _grads_after(model, "parameter").items():
+        torch.testing.assert_close(got, expected[pname], atol=1e-6, rtol=1e-5, msg=pname)
+
+
+def test_representation_mode_equals_parameter_mode_when_everything_shared_is_behind_the_representation() -> (
+    None
+):
+    torch.manual_seed(0)
+    model = create_model("shared_bottom", SCHEMA)
+    by_parameter = _grads_after(model, "parameter")
+    model.zero_grad(set_to_none=True)
+    for pname, got in _grads_after(model, "representation").items():
+        torch.testing.assert_close(got, by_parameter[pname], atol=1e-6, rtol=1e-5, msg=pname)
+
+
+def test_representation_mode_aggregates_only_what_flows_through_the_representation() -> None:
+    """MMoE's embedding feeds the experts (Output.shared) and the task-private gates: the expert path gets the
+    aggregated direction (here the mean), the gate path the plain gradient."""
+    torch.manual_seed(0)
+    model = create_model("mmoe", SCHEMA)
+    table = model.embedding.tables[0].weight
+    losses, _ = _losses(model)
+    (full,) = torch.autograd.grad(losses.sum(), table)
+    hook = model.experts.register_forward_hook(lambda module, inputs, output: output.detach())
+    losses, _ = _losses(model)
+    (gates_only,) = torch.autograd.grad(losses.sum(), table)
+    hook.remove()
+    expected = gates_only + (full - gates_only) / 3
+    got = _grads_after(model, "representation")["embedding.tables.0.weight"]
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+    experts = _reference(model, torch.full((3,), 1 / 3))
+    model.zero_grad(set_to_none=True)
+    after = _grads_after(model, "representation")
+    for pname in after:
+        if pname.startswith("experts."):  # reached only through the representation: exactly the mean
+            torch.testing.assert_close(after[pname], experts[pname], atol=1e-6, rtol=1e-5, msg=pname)
+
+
+def test_representation_mode_needs_a_shared_representation() -> None:
+    model = create_model("single_task", SCHEMA)
+    losses, shared = _losses(model)
+    assert shared is None
+    with pytest.raises(MtlkitError, match="shared"):
+        mtl_backward(losses, model, create_aggregator("mean", SCHEMA, mode="representation"), shared=shared)
+    with pytest.raises(MtlkitError, match="has none"):
+        mtl_backward(losses, model, create_aggregator("mean", SCHEMA), shared=shared)
+
+
+def test_penalty_gradients_are_added_in_both_modes() -> None:
+    for mode in ("parameter", "representation"):
+        torch.manual_seed(0)
+        model = create_model("l2_soft", SCHEMA, l2_weight=0.5)
+        losses, shared = _losses(model)
+        penalty = model.regularization()
+        mtl_backward(
+            losses, model, create_aggregator("mean", SCHEMA, mode=mode), penalty=penalty, shared=shared
+        )
+        with_penalty = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        model.zero_grad()
+        losses, shared = _losses(model)
+        mtl_backward(losses, model, create_aggregator("mean", SCHEMA, mode=mode), shared=shared)
+        (reg_grads) = torch.autograd.grad(model.regularization(), list(model.parameters()), allow_unused=True)
+        for (n, p), g in zip(model.named_parameters(), reg_grads, strict=True):
+            if g is not None and n in with_penalty:
+                torch.testing.assert_close(with_penalty[n], p.grad + g, atol=1e-6, rtol=1e-5)
