@@ -188,7 +188,7 @@ def _aggregate(
         direction = aggregator(jacobian)
         correction = (direction - jacobian.sum(0)).reshape(rep.shape).to(rep.dtype)
         roots, grads = [total, rep], [torch.ones_like(total), correction]
-        if penalty is not None:
+        if penalty is not None and penalty.requires_grad:
             roots.append(penalty)
             grads.append(torch.ones_like(penalty))
         torch.autograd.backward(roots, grads)
@@ -205,7 +205,9 @@ def _aggregate(
     jacobian = _all_reduce_hook(task_jacobian(losses, shared_params, name))
     direction = aggregator(jacobian)
     if private:
-        torch.autograd.backward(total, inputs=private, retain_graph=penalty is not None)
+        torch.autograd.backward(
+            total, inputs=private, retain_graph=penalty is not None and penalty.requires_grad
+        )
     offset = 0
     for p in shared_params:
         piece = direction[offset : offset + p.numel()].reshape(p.shape).to(p.dtype)
