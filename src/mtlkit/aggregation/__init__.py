@@ -16,6 +16,13 @@ from mtlkit.schema import Schema
 #: name -> (module under mtlkit.aggregation, class): the one place aggregators are registered.
 _ENTRIES: list[tuple[str, str, str]] = [
     ("mean", "base", "MeanAggregator"),
+    ("pcgrad", "pcgrad", "PCGrad"),
+    ("gradvac", "gradvac", "GradVac"),
+    ("cagrad", "cagrad", "CAGrad"),
+    ("graddrop", "graddrop", "GradDrop"),
+    ("nash_mtl", "nash_mtl", "NashMTL"),
+    ("aligned_mtl", "aligned_mtl", "AlignedMTL"),
+    ("upgrad", "upgrad", "UPGrad"),
 ]
 
 

@@ -1,0 +1,149 @@
+"""CAGrad: Liu, Liu, Jin, Stone, Liu, "Conflict-Averse Gradient Descent for Multi-task Learning", NeurIPS 2021.
+
+CAGrad looks for the update d, within a ball of radius sqrt(phi) = c ||g0|| around the mean gradient g0, that
+maximises the worst task improvement min_i g_i . d. Its dual is a small problem on the simplex:
+
+    w* = argmin_{w in simplex} g_w . g0 + sqrt(phi) ||g_w||,    g_w = sum_i w_i g_i,  phi = c^2 ||g0||^2
+    d  = (g0 + sqrt(phi) / ||g_w*|| g_w*) / r
+
+Everything is a Gram quantity (g_w . g0 = w^T G 1/T, ||g_w||^2 = w^T G w), so the task weights are
+1/T + sqrt(phi) / ||g_w*|| w*, divided by r. The problem is convex (a linear term plus a norm); it is solved on the
+Gram matrix, normalised to unit largest diagonal and in float64, by projected gradient descent on the simplex
+with a backtracking (Armijo) step, keeping the best iterate (at most 500 iterations, stopping when the iterate no
+longer moves). When ||g_w*|| vanishes (0 in the convex hull at the optimum) the correction term is dropped.
+
+``rescale`` follows the official implementation (github.com/Cranial-XIX/CAGrad, ``cagrad(grads, alpha, rescale)``
+with alpha = c): r = 1 for ``rescale=0``, r = 1 + c^2 for ``rescale=1`` (the default there and here), r = 1 + c for
+``rescale=2``.
+
+Scale: the *mean* convention. With c = 0 the direction is exactly the mean g0. With identical gradients g every
+g_w is g, so d = (1 + c) g / r: g exactly for ``rescale=2``, (1 + c) / (1 + c^2) g (1.2 g at c = 0.5) for the
+default ``rescale=1``. The weights are invariant to a common scaling of the gradients, so zero, tiny and huge
+gradients stay finite. Deterministic and order invariant (up to the solver's floating-point rounding).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from mtlkit.aggregation.base import GradientAggregator, Mode
+from mtlkit.schema import Schema
+
+RESCALES = (0, 1, 2)
+#: iterations of the projected gradient solver (it stops earlier once the iterate no longer moves)
+_ITERATIONS = 500
+#: ||g_w|| below this (on the normalised Gram matrix) counts as zero: the correction term is dropped
+_ZERO_NORM = 1e-12
+
+
+def project_to_simplex(v: Tensor) -> Tensor:
+    """The Euclidean projection of v [T] onto {w >= 0, sum w = 1} (Duchi et al., ICML 2008)."""
+    u, _ = torch.sort(v, descending=True)
+    css = torch.cumsum(u, 0) - 1.0
+    ind = torch.arange(1, v.numel() + 1, dtype=v.dtype, device=v.device)
+    rho = int(torch.nonzero(u - css / ind > 0).max())
+    theta = css[rho] / (rho + 1)
+    return torch.clamp(v - theta, min=0.0)
+
+
+def cagrad_objective(gram: Tensor, w: Tensor, c: float) -> float:
+    """g_w . g0 + c ||g0|| ||g_w|| for weights w [T] on the simplex, from the Gram matrix [T, T]."""
+    t = gram.shape[0]
+    mean = gram.new_full((t,), 1.0 / t)
+    g0_norm = math.sqrt(max(float(mean @ gram @ mean), 0.0))
+    return float(w @ gram @ mean) + c * g0_norm * math.sqrt(max(float(w @ gram @ w), 0.0))
+
+
+def cagrad_solve(gram: Tensor, c: float) -> Tensor:
+    """w* [T] (float64, CPU) minimising :func:`cagrad_objective` on the simplex."""
+    t = gram.shape[0]
+    g = gram.detach().to(device="cpu", dtype=torch.float64)
+    top = float(g.diagonal().max())
+    if top > 0.0 and math.isfinite(top):
+        g = g / top
+    mean = torch.full((t,), 1.0 / t, dtype=torch.float64)
+    g_mean = g @ mean
+    k = c * math.sqrt(max(float(mean @ g_mean), 0.0))  # sqrt(phi) on the normalised scale
+
+    def value(w: Tensor) -> float:
+        return float(w @ g_mean) + k * math.sqrt(max(float(w @ g @ w), 0.0))
+
+    w, fw = mean, value(mean)
+    step = 1.0
+    for _ in range(_ITERATIONS):
+        gw = g @ w
+        norm = math.sqrt(max(float(w @ gw), 0.0))
+        grad = g_mean + (k / norm) * gw if norm > _ZERO_NORM else g_mean
+        while True:
+            cand = project_to_simplex(w - step * grad)
+            diff = cand - w
+            fc = value(cand)
+            if fc <= fw + float(grad @ diff) + float(diff @ diff) / (2.0 * step) or step < 1e-20:
+                break
+            step *= 0.5
+        if fc >= fw or float(diff.abs().max()) < 1e-15:
+            break
+        w, fw = cand, fc
+        step *= 2.0
+    return w
+
+
+class CAGrad(GradientAggregator):
+    """CAGrad (Liu et al., NeurIPS 2021): w* = argmin_simplex g_w . g0 + c ||g0|| ||g_w||,
+    d = (g0 + c ||g0|| / ||g_w*|| g_w*) / r with r = 1, 1 + c^2 or 1 + c (``rescale`` 0, 1, 2).
+
+    Args:
+        schema: the problem.
+        mode: ``parameter`` (the paper's setting) or ``representation``.
+        c: radius of the ball around the mean gradient, relative to its norm (>= 0; 0 gives the mean; the paper
+            uses 0.4 to 0.5).
+        rescale: 0 (no rescaling), 1 (divide by 1 + c^2, the official default) or 2 (divide by 1 + c).
+    """
+
+    needs = frozenset({"gram"})
+    order_invariant = True
+
+    def __init__(self, schema: Schema, mode: Mode = "parameter", c: float = 0.5, rescale: int = 1) -> None:
+        super().__init__(schema, mode)
+        if isinstance(c, bool) or not isinstance(c, (int, float)):
+            raise TypeError(f"c must be a number, got {c!r}")
+        if not (math.isfinite(c) and c >= 0.0):
+            raise ValueError(f"c must be a finite number >= 0, got {c}")
+        if isinstance(rescale, bool) or rescale not in RESCALES:
+            raise ValueError(f"rescale must be one of {RESCALES}, got {rescale!r}")
+        self.c = float(c)
+        self.rescale = rescale
+
+    def reset(self) -> None:
+        """Stateless."""
+
+    def weights(self, gram: Tensor) -> Tensor:
+        t = gram.shape[0]
+        weights = torch.full((t,), 1.0 / t, dtype=torch.float64)
+        if self.c > 0.0 and t > 0:
+            g = gram.detach().to(device="cpu", dtype=torch.float64)
+            top = float(g.diagonal().max())
+            if top > 0.0 and math.isfinite(top):
+                g = g / top
+            w = cagrad_solve(g, self.c)
+            k = self.c * math.sqrt(max(float(weights @ g @ weights), 0.0))
+            norm = math.sqrt(max(float(w @ g @ w), 0.0))
+            if norm > _ZERO_NORM:
+                weights = weights + (k / norm) * w
+        divisor = (1.0, 1.0 + self.c**2, 1.0 + self.c)[self.rescale]
+        return (weights / divisor).to(device=gram.device, dtype=gram.dtype)
+
+    def forward(self, jacobian: Tensor) -> Tensor:
+        scaled = jacobian * _unit_scale(jacobian)
+        return self.weights(scaled @ scaled.T).to(jacobian.dtype) @ jacobian
+
+
+def _unit_scale(jacobian: Tensor) -> float:
+    """A power of two s with max |s J| in [1, 2) (1 for a zero or non-finite J): exact rescaling."""
+    top = float(jacobian.detach().abs().max()) if jacobian.numel() else 0.0
+    if top == 0.0 or not math.isfinite(top):
+        return 1.0
+    return 2.0 ** -math.floor(math.log2(top))

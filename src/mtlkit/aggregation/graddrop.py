@@ -1,0 +1,106 @@
+"""GradDrop: Chen, Ngiam, Huang, Luong, Kretzschmar, Chai, Anguelov, "Just Pick a Sign: Optimizing Deep Multitask
+Models with Gradient Sign Dropout", NeurIPS 2020.
+
+Per coordinate, the gradient sign purity P = 1/2 (1 + sum_i g_i / sum_i |g_i|) is the probability of keeping the
+positive side: with one draw U ~ Uniform[0, 1) per coordinate, task i keeps its gradient where (P > U and g_i > 0)
+or (P < U and g_i < 0), i.e. all tasks agree on one sign there. With a leak l (the fraction of each gradient passed
+unmasked):
+
+    d = sum_i (l + (1 - l) M_i) * g_i,    M_i = [P > U] [g_i > 0] + [P < U] [g_i < 0]
+
+A coordinate where every gradient is 0 has P = 1/2 (0/0 guarded) and contributes 0. Scale: the *sum* convention;
+gradients that agree in sign everywhere pass unchanged (d = sum_i g_i; identical gradients give T g). P depends only
+on ratios, so tiny and huge gradients behave like unit ones.
+
+The paper applies GradDrop to the gradients at the shared representation (``mode="representation"`` is the natural
+mode; ``parameter`` works too). It reduces per-example gradients over the batch before computing P where the
+activations are batch-separated; mtlkit computes P on every coordinate of the flattened gradient (batch x width)
+as given, and does not use the paper's optional input-sign correction.
+
+Randomness: U comes from a ``torch.Generator`` owned by the module (seeded by ``seed``, drawn on the CPU, its state
+in ``state_dict`` as extra state; ``reset()`` reseeds it). The draw does not depend on the task order and P and
+the masks are symmetric in the tasks, so permuting the tasks leaves the direction unchanged for the same draw:
+``order_invariant`` is True.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mtlkit.aggregation.base import GradientAggregator, Mode
+from mtlkit.schema import Schema
+
+
+def sign_purity(jacobian: Tensor) -> Tensor:
+    """P [D] = 1/2 (1 + sum_i g_i / sum_i |g_i|), 1/2 where every gradient is 0."""
+    total = jacobian.sum(0)
+    magnitude = jacobian.abs().sum(0)
+    nonzero = magnitude > 0
+    ratio = torch.where(nonzero, total / torch.where(nonzero, magnitude, torch.ones_like(magnitude)), 0.0)
+    return 0.5 * (1.0 + ratio)
+
+
+def graddrop_direction(jacobian: Tensor, uniform: Tensor, leak: float = 0.0) -> Tensor:
+    """GradDrop's direction [D] from the task gradients [T, D] and the draws U [D] in [0, 1)."""
+    purity = sign_purity(jacobian)
+    u = uniform.to(device=jacobian.device, dtype=purity.dtype)
+    keep = ((purity > u) & (jacobian > 0)) | ((purity < u) & (jacobian < 0))
+    kept = torch.where(keep, jacobian, torch.zeros_like(jacobian)).sum(0)
+    if leak == 0.0:
+        return kept
+    return leak * jacobian.sum(0) + (1.0 - leak) * kept
+
+
+class GradDrop(GradientAggregator):
+    """GradDrop (Chen et al., NeurIPS 2020): P = 1/2 (1 + sum_i g_i / sum_i |g_i|) per coordinate, U ~ U[0, 1);
+    d = sum_i (l + (1 - l) M_i) g_i with M_i = [P > U][g_i > 0] + [P < U][g_i < 0].
+
+    Args:
+        schema: the problem.
+        mode: ``representation`` is the paper's setting; ``parameter`` (the default of every aggregator) works too.
+        leak: fraction of each task gradient passed unmasked, in [0, 1] (0: pure GradDrop, 1: the plain sum).
+        seed: seeds the module's own generator of the draws U (an integer in [0, 2**64)).
+    """
+
+    needs = frozenset({"jacobian"})
+    order_invariant = True  # same draw U whatever the task order; P and the masks are symmetric in the tasks
+
+    def __init__(self, schema: Schema, mode: Mode = "parameter", leak: float = 0.0, seed: int = 0) -> None:
+        super().__init__(schema, mode)
+        if isinstance(leak, bool) or not isinstance(leak, (int, float)):
+            raise TypeError(f"leak must be a number, got {leak!r}")
+        if not (math.isfinite(leak) and 0.0 <= leak <= 1.0):
+            raise ValueError(f"leak must be in [0, 1], got {leak}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an integer, got {seed!r}")
+        if not 0 <= seed < 2**64:
+            raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+        self.leak = float(leak)
+        self.seed = seed
+        self._generator = torch.Generator(device="cpu")
+        self._generator.manual_seed(seed)
+
+    # ------------------------------------------------------------------------------------------ state
+    def reset(self) -> None:
+        """Reseed the generator (back to the draws of a fresh instance)."""
+        self._generator.manual_seed(self.seed)
+
+    def get_extra_state(self) -> Any:
+        """The generator's state (a uint8 tensor), stored in ``state_dict`` under ``_extra_state``."""
+        return self._generator.get_state()
+
+    def set_extra_state(self, state: Any) -> None:
+        if not isinstance(state, Tensor) or state.dtype != torch.uint8:
+            raise ValueError(
+                f"GradDrop: the saved generator state must be a uint8 tensor, got {type(state).__name__}"
+            )
+        self._generator.set_state(state.detach().cpu())
+
+    # ------------------------------------------------------------------------------------------ direction
+    def forward(self, jacobian: Tensor) -> Tensor:
+        uniform = torch.rand(jacobian.shape[1], generator=self._generator)
+        return graddrop_direction(jacobian, uniform, self.leak)

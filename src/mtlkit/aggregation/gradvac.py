@@ -1,0 +1,157 @@
+"""GradVac: Wang, Tsvetkov, Firat, Cao, "Gradient Vaccine: Investigating and Improving Multi-task Optimization in
+Massively Multilingual Models", ICLR 2021.
+
+GradVac generalises PCGrad: instead of only removing negative similarity it pulls the cosine similarity of each
+pair of tasks up to an adaptive target phi_hat_ij, an exponential moving average of the similarities seen so far.
+For each task i, starting from g_i' = g_i, and the other tasks j in a random order, with phi = cos(g_i', g_j):
+
+    if phi < phi_hat_ij:  g_i' += ||g_i'|| (phi_hat sqrt(1 - phi^2) - phi sqrt(1 - phi_hat^2))
+                                   / (||g_j|| sqrt(1 - phi_hat^2)) g_j        (then cos(g_i', g_j) = phi_hat_ij)
+    phi_hat_ij <- (1 - beta) phi_hat_ij + beta phi                             (every visited pair, Algorithm 1)
+
+and d = sum_i g_i'. As in PCGrad every g_i' is a linear combination of the original gradients (coefficients
+C [T, T], g_i' = C_i @ J), so the whole procedure runs on the Gram matrix: d = C.sum(0) @ J. The targets start at
+0 (the first steps behave like PCGrad's "no negative similarity", with a different correction size). The paper
+applies GradVac per layer group; mtlkit applies it to the whole gradient vector (or the representation).
+
+Scale: d is a *sum*; identical gradients (cosine 1 is never below a target) give T g. The weights are invariant to a
+common scaling of the gradients (the Gram matrix is normalised), so zero, tiny and huge gradients stay finite; a
+pair with a zero gradient is skipped and leaves its target unchanged.
+
+State: the targets (buffer ``targets`` [T, T]) and the generator of visiting orders (seeded by ``seed``, extra state
+in ``state_dict``); ``reset()`` zeroes the targets and reseeds the generator. Not order invariant (random visiting
+orders), like PCGrad.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mtlkit.aggregation.base import GradientAggregator, Mode
+from mtlkit.schema import Schema
+
+#: floor of 1 - phi_hat^2 in the correction's denominator (a target of +-1 would divide by zero)
+_MIN_SIN2 = 1e-12
+
+
+def gradvac_coefficients(gram: Tensor, targets: Tensor, orders: list[list[int]], beta: float) -> Tensor:
+    """The coefficients C [T, T] (g_i' = C_i @ J) of GradVac's corrections; updates ``targets`` in place.
+
+    Args:
+        gram: G = J J^T (any positive scale).
+        targets: the EMA targets phi_hat [T, T] (read, then updated for every visited pair with nonzero gradients).
+        orders: ``orders[i]`` lists the other tasks in the order task i visits them (entries equal to i skipped).
+        beta: the EMA rate.
+    """
+    g = gram.detach().to(device="cpu", dtype=torch.float64)
+    phi_hat = targets.detach().to(device="cpu", dtype=torch.float64)
+    t = g.shape[0]
+    coef = torch.eye(t, dtype=torch.float64)
+    sq_norms = g.diagonal().tolist()
+    for i in range(t):
+        row = coef[i]
+        for j in orders[i]:
+            if j == i or sq_norms[j] <= 0.0:
+                continue
+            gi_sq = float(row @ g @ row)  # ||g_i'||^2
+            if gi_sq <= 0.0:
+                continue
+            norm_i, norm_j = math.sqrt(gi_sq), math.sqrt(sq_norms[j])
+            phi = min(1.0, max(-1.0, float(row @ g[:, j]) / (norm_i * norm_j)))
+            target = float(phi_hat[i, j])
+            if phi < target:
+                sin_target = math.sqrt(max(1.0 - target * target, _MIN_SIN2))
+                sin_phi = math.sqrt(max(1.0 - phi * phi, 0.0))
+                row[j] += norm_i * (target * sin_phi - phi * sin_target) / (norm_j * sin_target)
+            phi_hat[i, j] = (1.0 - beta) * target + beta * phi
+    targets.copy_(phi_hat.to(device=targets.device, dtype=targets.dtype))
+    return coef
+
+
+class GradVac(GradientAggregator):
+    """GradVac (Wang et al., ICLR 2021): where cos(g_i', g_j) = phi < phi_hat_ij, g_i' += ||g_i'|| (phi_hat
+    sqrt(1 - phi^2) - phi sqrt(1 - phi_hat^2)) / (||g_j|| sqrt(1 - phi_hat^2)) g_j; phi_hat <- (1 - beta) phi_hat
+    + beta phi; d = sum_i g_i'.
+
+    Args:
+        schema: the problem.
+        mode: ``parameter`` (the paper's setting) or ``representation``.
+        beta: EMA rate of the similarity targets, in (0, 1] (the paper uses 1e-2).
+        seed: seeds the module's own generator of visiting orders (an integer in [0, 2**64)).
+    """
+
+    needs = frozenset({"gram"})
+    order_invariant = False  # random visiting order
+
+    targets: Tensor
+
+    def __init__(self, schema: Schema, mode: Mode = "parameter", beta: float = 0.01, seed: int = 0) -> None:
+        super().__init__(schema, mode)
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)):
+            raise TypeError(f"beta must be a number, got {beta!r}")
+        if not 0.0 < beta <= 1.0:
+            raise ValueError(f"beta must be in (0, 1], got {beta}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an integer, got {seed!r}")
+        if not 0 <= seed < 2**64:
+            raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+        self.beta = float(beta)
+        self.seed = seed
+        t = len(self.task_names)
+        self.register_buffer("targets", torch.zeros(t, t))
+        self._generator = torch.Generator(device="cpu")
+        self._generator.manual_seed(seed)
+
+    # ------------------------------------------------------------------------------------------ state
+    def reset(self) -> None:
+        """Zero the similarity targets and reseed the generator."""
+        self.targets.zero_()
+        self._generator.manual_seed(self.seed)
+
+    def get_extra_state(self) -> Any:
+        """The generator's state (a uint8 tensor), stored in ``state_dict`` under ``_extra_state``."""
+        return self._generator.get_state()
+
+    def set_extra_state(self, state: Any) -> None:
+        if not isinstance(state, Tensor) or state.dtype != torch.uint8:
+            raise ValueError(
+                f"GradVac: the saved generator state must be a uint8 tensor, got {type(state).__name__}"
+            )
+        self._generator.set_state(state.detach().cpu())
+
+    # ------------------------------------------------------------------------------------------ direction
+    def draw_orders(self, tasks: int) -> list[list[int]]:
+        """For each task i, the other tasks in the random order it visits them; advances the generator."""
+        orders = []
+        for i in range(tasks):
+            perm = torch.randperm(tasks, generator=self._generator).tolist()
+            orders.append([j for j in perm if j != i])
+        return orders
+
+    def weights(self, gram: Tensor) -> Tensor:
+        """Task weights C.sum(0) [T]; advances the generator and updates the targets."""
+        t = gram.shape[0]
+        if t != self.targets.shape[0]:
+            raise ValueError(
+                f"GradVac was built for {self.targets.shape[0]} tasks, got a {t}x{t} Gram matrix"
+            )
+        top = float(gram.detach().diagonal().max()) if t else 0.0
+        g = gram / top if top > 0.0 and math.isfinite(top) else gram
+        coef = gradvac_coefficients(g, self.targets, self.draw_orders(t), self.beta)
+        return coef.sum(0).to(device=gram.device, dtype=gram.dtype)
+
+    def forward(self, jacobian: Tensor) -> Tensor:
+        scaled = jacobian * _unit_scale(jacobian)
+        return self.weights(scaled @ scaled.T).to(jacobian.dtype) @ jacobian
+
+
+def _unit_scale(jacobian: Tensor) -> float:
+    """A power of two s with max |s J| in [1, 2) (1 for a zero or non-finite J): exact rescaling."""
+    top = float(jacobian.detach().abs().max()) if jacobian.numel() else 0.0
+    if top == 0.0 or not math.isfinite(top):
+        return 1.0
+    return 2.0 ** -math.floor(math.log2(top))

@@ -1,0 +1,122 @@
+"""PCGrad: Yu, Kumar, Gupta, Levine, Hausman, Finn, "Gradient Surgery for Multi-Task Learning", NeurIPS 2020.
+
+For each task i, starting from g_i' = g_i, visit the other tasks j in a random order and remove the conflicting
+component: if g_i' . g_j < 0 then g_i' -= (g_i' . g_j) / ||g_j||^2 g_j (always against the *original* g_j, as in
+the paper). The direction is d = sum_i g_i'.
+
+Every g_i' stays a linear combination of the original gradients, g_i' = C_i @ J with a coefficient matrix C [T, T]
+(starting at the identity), and every inner product it needs is a Gram entry: g_i' . g_j = C_i @ G[:, j]. So the
+surgery runs on the Gram matrix alone (O(T^3) scalar work, nothing per coordinate) and the task weights are the
+column sums of C: d = C.sum(0) @ J.
+
+Scale: d is a *sum*. Without conflict it is sum_i g_i (weights 1), identical gradients give T g. The weights are
+invariant to a common scaling of the gradients; the Gram matrix is normalised (by a power of two) before the
+surgery, so zero, tiny (1e-20) and huge (1e20) gradients give finite directions.
+
+Randomness: the visiting orders come from a ``torch.Generator`` owned by the module, seeded by ``seed``; its state
+travels in ``state_dict`` (extra state) and ``reset()`` reseeds it. PCGrad is not order invariant: permuting the
+tasks changes which order each task visits the others in. The directions have the same distribution whatever the
+task order, and with two tasks (a single other task, so no order to draw) the direction is exactly invariant.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mtlkit.aggregation.base import GradientAggregator, Mode
+from mtlkit.schema import Schema
+
+
+def pcgrad_coefficients(gram: Tensor, orders: list[list[int]]) -> Tensor:
+    """The coefficients C [T, T] with g_i' = C_i @ J after PCGrad's surgery, given the Gram matrix [T, T].
+
+    Args:
+        gram: G = J J^T (any positive scale).
+        orders: ``orders[i]`` lists the other tasks j in the order task i visits them (entries equal to i are
+            skipped).
+    """
+    g = gram.detach().to(device="cpu", dtype=torch.float64)
+    t = g.shape[0]
+    coef = torch.eye(t, dtype=torch.float64)
+    sq_norms = g.diagonal().tolist()
+    for i in range(t):
+        row = coef[i]
+        for j in orders[i]:
+            if j == i or sq_norms[j] <= 0.0:
+                continue
+            dot = float(row @ g[:, j])  # g_i' . g_j
+            if dot < 0.0:
+                row[j] -= dot / sq_norms[j]
+    return coef
+
+
+def _unit_scale(jacobian: Tensor) -> float:
+    """A power of two s with max |s J| in [1, 2) (1 for a zero or non-finite J): exact rescaling."""
+    top = float(jacobian.detach().abs().max()) if jacobian.numel() else 0.0
+    if top == 0.0 or not math.isfinite(top):
+        return 1.0
+    return 2.0 ** -math.floor(math.log2(top))
+
+
+class PCGrad(GradientAggregator):
+    """PCGrad (Yu et al., NeurIPS 2020): g_i' -= min(g_i' . g_j, 0) / ||g_j||^2 g_j over the other tasks j in a
+    random order; d = sum_i g_i' (computed on the Gram matrix through coefficients: d = C.sum(0) @ J).
+
+    Args:
+        schema: the problem.
+        mode: ``parameter`` (the paper's setting) or ``representation``.
+        seed: seeds the module's own generator of visiting orders (an integer in [0, 2**64)).
+    """
+
+    needs = frozenset({"gram"})
+    order_invariant = False  # random visiting order (exactly invariant for two tasks only)
+
+    def __init__(self, schema: Schema, mode: Mode = "parameter", seed: int = 0) -> None:
+        super().__init__(schema, mode)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an integer, got {seed!r}")
+        if not 0 <= seed < 2**64:
+            raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+        self.seed = seed
+        self._generator = torch.Generator(device="cpu")
+        self._generator.manual_seed(seed)
+
+    # ------------------------------------------------------------------------------------------ state
+    def reset(self) -> None:
+        """Reseed the generator (back to the orders of a fresh instance)."""
+        self._generator.manual_seed(self.seed)
+
+    def get_extra_state(self) -> Any:
+        """The generator's state (a uint8 tensor), stored in ``state_dict`` under ``_extra_state``."""
+        return self._generator.get_state()
+
+    def set_extra_state(self, state: Any) -> None:
+        if not isinstance(state, Tensor) or state.dtype != torch.uint8:
+            raise ValueError(
+                f"PCGrad: the saved generator state must be a uint8 tensor, got {type(state).__name__}"
+            )
+        self._generator.set_state(state.detach().cpu())
+
+    # ------------------------------------------------------------------------------------------ direction
+    def draw_orders(self, tasks: int) -> list[list[int]]:
+        """For each task i, the other tasks in the random order it visits them; advances the generator."""
+        orders = []
+        for i in range(tasks):
+            perm = torch.randperm(tasks, generator=self._generator).tolist()
+            orders.append([j for j in perm if j != i])
+        return orders
+
+    def weights(self, gram: Tensor) -> Tensor:
+        t = gram.shape[0]
+        top = float(gram.detach().diagonal().max()) if t else 0.0
+        g = gram / top if top > 0.0 and math.isfinite(top) else gram
+        coef = pcgrad_coefficients(g, self.draw_orders(t))
+        return coef.sum(0).to(device=gram.device, dtype=gram.dtype)
+
+    def forward(self, jacobian: Tensor) -> Tensor:
+        scaled = jacobian * _unit_scale(jacobian)
+        return self.weights(scaled @ scaled.T).to(jacobian.dtype) @ jacobian

@@ -1,0 +1,124 @@
+"""UPGrad: Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization", 2024 (TorchJD).
+
+Each task gradient g_i is projected onto the dual cone of the rows of J, C = {x : g_j . x >= 0 for all j}, and
+the projections are averaged: d = (1/T) sum_i pi_C(g_i). By duality pi_C(g_i) = J^T w_i with
+
+    w_i = argmin_{w >= e_i} w^T G w      (G = J J^T; e_i the i-th unit vector)
+
+so ``weights = (1/T) sum_i w_i`` depends on G only. Writing w = e_i + lambda, each w_i is a convex QP with
+bounds only, min_{lambda >= 0} 1/2 lambda^T G lambda + lambda^T G e_i, whose KKT conditions say
+(G w_i)_j >= 0 for all j: d has a non-negative inner product with every task gradient. When no two gradients
+conflict (G >= 0 entrywise) every w_i = e_i and d is the mean; identical gradients g give exactly g; the
+weights do not depend on the scale of the gradients (d is proportional to it).
+
+Solver: an exact primal active-set method (Lawson-Hanson for bound-constrained QPs) per task, in float64 on the
+CPU: free the variable with the most negative gradient, solve the equality-constrained problem on the free set
+(one Cholesky-sized solve), step back to feasibility while a free variable would turn negative, repeat until
+the KKT conditions hold to 1e-12. Each solve costs O(k^3) for k free variables and a QP takes at most a few
+times T of them in practice, so the T QPs cost about O(T^5) flops in the worst case: nothing for T <= 20.
+
+Numerics: G is symmetrised, divided by its largest diagonal entry, its eigenvalues are clipped at 0 and a ridge
+of 1e-12 (the machine epsilon of the input dtype when larger) is added, so the free-set systems stay solvable
+on singular G (identical or opposite gradients); the dual-cone condition then holds up to that ridge. An
+all-zero G gives the mean weights. TorchJD solves the same QPs with ``quadprog`` on the trace-normalised G with
+a larger ridge (1e-4); the results agree up to that regularisation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from mtlkit.aggregation.base import GradientAggregator, Mode
+from mtlkit.schema import Schema
+
+#: Ridge added to the normalised Gram matrix (max diagonal 1) so that every free-set system is solvable.
+RIDGE = 1e-12
+#: A bound is optimal once the gradient of the QP there is >= -KKT_TOL (normalised units).
+KKT_TOL = 1e-12
+
+
+def _conditioned(gram: Tensor) -> Tensor | None:
+    """G / max diagonal, PSD plus a ridge, float64 on the CPU; None for an all-zero G."""
+    g = gram.detach().to("cpu", torch.float64)
+    g = (g + g.T) / 2
+    scale = float(g.diagonal().max()) if g.numel() else 0.0
+    if math.isfinite(scale) and scale <= 0:
+        return None
+    g = g / scale
+    if not bool(torch.isfinite(g).all()):
+        return torch.full_like(g, float("nan"))
+    eigenvalues, vectors = torch.linalg.eigh(g)
+    g = (vectors * eigenvalues.clamp(min=0)) @ vectors.T
+    ridge = max(RIDGE, torch.finfo(gram.dtype).eps)
+    return g + ridge * torch.eye(len(g), dtype=g.dtype)
+
+
+def project_weights(g: Tensor, i: int) -> Tensor:
+    """w = argmin_{w >= e_i} w^T G w for a positive definite G (float64): exact active-set solution."""
+    t = g.shape[0]
+    c = g[:, i]
+    lam = torch.zeros(t, dtype=g.dtype)
+    free = torch.zeros(t, dtype=torch.bool)
+    for _ in range(3 * t + 10):  # the method is finite; the cap only guards against rounding cycles
+        grad = g @ lam + c
+        candidates = ~free & (grad < -KKT_TOL)
+        if not bool(candidates.any()):
+            break
+        free[int(torch.where(candidates, grad, torch.inf).argmin())] = True
+        for _ in range(t):
+            idx = free.nonzero().squeeze(1)
+            z = torch.zeros_like(lam)
+            z[idx] = torch.linalg.solve(g[idx][:, idx], -c[idx])
+            if bool((z[idx] > 0).all()):
+                lam = z
+                break
+            # step from lam (feasible) towards z until the first free variable reaches 0, and bind it
+            blocking = idx[z[idx] <= 0]
+            gap = lam[blocking] - z[blocking]
+            ratios = torch.where(gap > 0, lam[blocking] / gap.clamp(min=torch.finfo(gap.dtype).tiny), 0.0)
+            first = int(ratios.argmin())
+            lam = lam + float(ratios[first]) * (z - lam)
+            free[blocking[first]] = False
+            free &= lam > 0
+            lam = torch.where(free, lam, torch.zeros_like(lam))
+    w = lam.clone()
+    w[i] += 1.0
+    return w
+
+
+class UPGrad(GradientAggregator):
+    """UPGrad (Quinton & Rey, 2024): d = (1/T) sum_i J^T w_i, w_i = argmin_{w >= e_i} w^T G w.
+
+    Stateless: the mean of the task gradients each projected onto the dual cone {x : J x >= 0}.
+
+    Args:
+        schema: the problem (task order = row order of the gradients).
+        mode: ``parameter`` or ``representation`` (see :class:`GradientAggregator`).
+    """
+
+    def __init__(self, schema: Schema, mode: Mode = "parameter") -> None:
+        super().__init__(schema, mode)
+
+    def reset(self) -> None:
+        """Stateless."""
+
+    def weights(self, gram: Tensor) -> Tensor:
+        """(1/T) sum_i w_i [T] (float64, on the Gram matrix's device); 1/T each when G = 0."""
+        t = gram.shape[0]
+        g = _conditioned(gram)
+        if g is None:
+            return torch.full((t,), 1.0 / t, dtype=torch.float64, device=gram.device)
+        if not bool(torch.isfinite(g).all()):
+            return torch.full((t,), float("nan"), dtype=torch.float64, device=gram.device)
+        w = torch.stack([project_weights(g, i) for i in range(t)]).mean(0)
+        return w.to(gram.device)
+
+    def forward(self, jacobian: Tensor) -> Tensor:
+        """(1/T) sum_i J^T w_i; the Gram matrix is formed from J / max|J| in float64 (no under/overflow)."""
+        scale = jacobian.detach().abs().amax()
+        unit = jacobian.detach() / torch.where(scale > 0, scale, torch.ones_like(scale))
+        # the weights do not depend on the scale of G: the Gram matrix of J / max|J| gives the same weights
+        return self.weights((unit @ unit.T).double()).to(jacobian.dtype) @ jacobian

@@ -1,0 +1,121 @@
+"""CAGrad (Liu et al., NeurIPS 2021): the simplex problem on the Gram matrix, the official rescaling."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mtlkit import Feature, Schema, Task
+from mtlkit.aggregation.base import MeanAggregator
+from mtlkit.aggregation.cagrad import CAGrad, cagrad_objective, cagrad_solve, project_to_simplex
+
+SCHEMA2 = Schema((Feature("x", "numeric"),), (Task("a"), Task("b")))
+SCHEMA3 = Schema((Feature("x", "numeric"),), (Task("a"), Task("b"), Task("c")))
+
+
+def test_c_zero_is_exactly_the_mean() -> None:
+    jac = torch.randn(3, 7, generator=torch.Generator().manual_seed(0))
+    for rescale in (0, 1, 2):
+        assert torch.equal(CAGrad(SCHEMA3, c=0.0, rescale=rescale)(jac), MeanAggregator(SCHEMA3)(jac))
+
+
+@pytest.mark.parametrize("rescale", [0, 1, 2])
+def test_orthogonal_unit_gradients_by_hand(rescale: int) -> None:
+    """G = I: w* = (1/2, 1/2), g_w = g0 = (1/2, 1/2), ||g0|| = 1/sqrt 2, so d = (1 + c) g0 / r."""
+    c = 0.5
+    d = CAGrad(SCHEMA2, c=c, rescale=rescale)(torch.eye(2, dtype=torch.float64))
+    r = (1.0, 1 + c**2, 1 + c)[rescale]
+    torch.testing.assert_close(d, torch.full((2,), 0.5 * (1 + c) / r, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("c", [0.2, 0.5, 2.0])
+def test_objective_beats_a_grid_search_on_two_tasks(seed: int, c: float) -> None:
+    jac = torch.randn(2, 5, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    jac[1] -= (0.5 + seed / 4) * jac[0]  # make most pairs conflict
+    gram = jac @ jac.T
+    gram = gram / gram.diagonal().max()
+    a = torch.linspace(0, 1, 200001, dtype=torch.float64)
+    grid = torch.stack([a, 1 - a], 1)
+    g0_norm = math.sqrt(float(gram.mean()))  # ||g0||^2 = 1^T G 1 / T^2
+    values = grid @ gram.mean(1) + c * g0_norm * ((grid @ gram) * grid).sum(1).clamp_min(0).sqrt()
+    best = float(values.min())
+    assert best == pytest.approx(cagrad_objective(gram, grid[int(values.argmin())], c))
+    w = cagrad_solve(gram, c)
+    assert float(w.sum()) == pytest.approx(1.0)
+    assert (w >= 0).all()
+    assert cagrad_objective(gram, w, c) <= best + 1e-9
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_direction_is_the_formula_and_stays_in_the_ball(seed: int) -> None:
+    jac = torch.randn(3, 6, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    c = 0.5
+    gram = jac @ jac.T
+    w = cagrad_solve(gram, c)
+    g0, gw = jac.mean(0), w @ jac
+    expected = (g0 + c * g0.norm() / gw.norm() * gw) / (1 + c**2)
+    d = CAGrad(SCHEMA3, c=c)(jac)
+    torch.testing.assert_close(d, expected)
+    assert float(((1 + c**2) * d - g0).norm()) <= c * float(g0.norm()) * (1 + 1e-9)
+    # the worst task improvement is no worse than the mean's
+    assert float((jac @ d).min()) * (1 + c**2) >= float((jac @ g0).min()) - 1e-9
+
+
+def test_simplex_projection() -> None:
+    torch.testing.assert_close(
+        project_to_simplex(torch.tensor([0.2, 0.3, 0.5])), torch.tensor([0.2, 0.3, 0.5])
+    )
+    torch.testing.assert_close(
+        project_to_simplex(torch.tensor([2.0, 0.0, -1.0])), torch.tensor([1.0, 0.0, 0.0])
+    )
+    torch.testing.assert_close(project_to_simplex(torch.tensor([1.0, 1.0])), torch.tensor([0.5, 0.5]))
+
+
+@pytest.mark.parametrize(("rescale", "factor"), [(0, 1.5), (1, 1.5 / 1.25), (2, 1.0)])
+def test_identical_gradients(rescale: int, factor: float) -> None:
+    """Every g_w is g: d = (1 + c) g / r, g itself for rescale=2."""
+    g = torch.tensor([0.3, -1.0, 2.0])
+    d = CAGrad(SCHEMA3, c=0.5, rescale=rescale)(g.expand(3, 3))
+    torch.testing.assert_close(d, factor * g)
+
+
+def test_vanishing_combination_is_guarded() -> None:
+    """g1 = (2, 0), g2 = (-1, 0), c = 2: the optimum sits at g_w = 0 (w = (1/3, 2/3)); d stays finite."""
+    jac = torch.tensor([[2.0, 0.0], [-1.0, 0.0]])
+    d = CAGrad(SCHEMA2, c=2.0)(jac)
+    assert torch.isfinite(d).all()
+    opposite = torch.tensor([[1.0, -2.0], [-1.0, 2.0]])  # g0 = 0: the mean, zero
+    assert torch.equal(CAGrad(SCHEMA2)(opposite), torch.zeros(2))
+
+
+@pytest.mark.parametrize("scale", [0.0, 1e-20, 1e20])
+def test_finite_and_scale_invariant(scale: float) -> None:
+    jac = torch.randn(3, 6, generator=torch.Generator().manual_seed(3))
+    d = CAGrad(SCHEMA3)(jac * scale)
+    assert torch.isfinite(d).all()
+    if scale:
+        torch.testing.assert_close(d / scale, CAGrad(SCHEMA3)(jac))
+    else:
+        assert torch.equal(d, torch.zeros(6))
+
+
+def test_order_invariant() -> None:
+    jac = torch.randn(3, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    perm = torch.tensor([2, 0, 1])
+    torch.testing.assert_close(CAGrad(SCHEMA3)(jac[perm]), CAGrad(SCHEMA3)(jac))
+    assert CAGrad.order_invariant
+
+
+def test_repr_and_validation() -> None:
+    assert repr(CAGrad(SCHEMA2, c=0.4, rescale=2)) == "CAGrad(mode='parameter', c=0.4, rescale=2)"
+    with pytest.raises(ValueError, match=r"c must be a finite number >= 0, got -1.0"):
+        CAGrad(SCHEMA2, c=-1.0)
+    with pytest.raises(ValueError, match="got nan"):
+        CAGrad(SCHEMA2, c=math.nan)
+    with pytest.raises(ValueError, match=r"rescale must be one of \(0, 1, 2\), got 3"):
+        CAGrad(SCHEMA2, rescale=3)
+    with pytest.raises(ValueError, match="got True"):
+        CAGrad(SCHEMA2, rescale=True)

@@ -1,0 +1,111 @@
+"""GradDrop (Chen et al., NeurIPS 2020): sign purity, a uniform draw per coordinate, masks by sign."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from mtlkit import Feature, MtlkitError, Schema, Task
+from mtlkit.aggregation.graddrop import GradDrop, graddrop_direction, sign_purity
+
+SCHEMA2 = Schema((Feature("x", "numeric"),), (Task("a"), Task("b")))
+SCHEMA3 = Schema((Feature("x", "numeric"),), (Task("a"), Task("b"), Task("c")))
+
+
+def test_hand_case_with_fixed_draws() -> None:
+    """Columns: (1, -1) P = 1/2; (-2, -1) P = 0; (3, 1) P = 1; (0, 0) P = 1/2; (3, -1) P = 3/4 (twice).
+
+    U = (.3, .5, .9, .1, .8, .6): keep + (1), keep - (-3), keep + (4), 0, P < U keep - (-1), P > U keep + (3).
+    """
+    jac = torch.tensor([[1.0, -2.0, 3.0, 0.0, 3.0, 3.0], [-1.0, -1.0, 1.0, 0.0, -1.0, -1.0]])
+    u = torch.tensor([0.3, 0.5, 0.9, 0.1, 0.8, 0.6])
+    torch.testing.assert_close(sign_purity(jac), torch.tensor([0.5, 0.0, 1.0, 0.5, 0.75, 0.75]))
+    kept = torch.tensor([1.0, -3.0, 4.0, 0.0, -1.0, 3.0])
+    torch.testing.assert_close(graddrop_direction(jac, u), kept)
+    # leak 1/4: a quarter of every gradient passes unmasked
+    torch.testing.assert_close(graddrop_direction(jac, u, 0.25), 0.25 * jac.sum(0) + 0.75 * kept)
+    torch.testing.assert_close(graddrop_direction(jac, u, 1.0), jac.sum(0))
+
+
+def test_module_draws_from_its_own_generator() -> None:
+    jac = torch.randn(3, 50, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(7)
+    method = GradDrop(SCHEMA3, seed=7)
+    for _ in range(3):
+        expected = graddrop_direction(jac, torch.rand(50, generator=gen))
+        torch.testing.assert_close(method(jac), expected, rtol=0, atol=0)
+
+
+def test_all_positive_gradients_pass_unchanged() -> None:
+    jac = torch.rand(3, 40, generator=torch.Generator().manual_seed(1)) + 0.01
+    torch.testing.assert_close(GradDrop(SCHEMA3)(jac), jac.sum(0))
+
+
+def test_sign_agreement_passes_unchanged_and_identical_gives_t_times_g() -> None:
+    g = torch.tensor([0.5, -2.0, 0.0, 3.0])
+    torch.testing.assert_close(GradDrop(SCHEMA3)(g.expand(3, 4)), 3 * g)
+
+
+def test_every_output_coordinate_keeps_one_sign() -> None:
+    jac = torch.randn(3, 200, generator=torch.Generator().manual_seed(2))
+    d = GradDrop(SCHEMA3)(jac)
+    positive = jac.clamp(min=0).sum(0)
+    negative = jac.clamp(max=0).sum(0)
+    assert bool(((d == positive) | (d == negative)).all())
+
+
+def test_zero_columns_are_finite() -> None:
+    jac = torch.zeros(3, 5)
+    jac[0, 1] = 1.0
+    d = GradDrop(SCHEMA3)(jac)
+    assert torch.isfinite(d).all()
+    torch.testing.assert_close(d, torch.tensor([0.0, 1.0, 0.0, 0.0, 0.0]))
+
+
+@pytest.mark.parametrize("scale", [0.0, 1e-20, 1e20])
+def test_finite_and_scale_equivariant(scale: float) -> None:
+    jac = torch.randn(3, 30, generator=torch.Generator().manual_seed(3))
+    d = GradDrop(SCHEMA3)(jac * scale)
+    assert torch.isfinite(d).all()
+    if scale:
+        torch.testing.assert_close(d / scale, GradDrop(SCHEMA3)(jac))
+    else:
+        assert torch.equal(d, torch.zeros(30))
+
+
+def test_order_invariant_under_the_same_draw() -> None:
+    jac = torch.randn(3, 64, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    perm = torch.tensor([1, 2, 0])
+    torch.testing.assert_close(GradDrop(SCHEMA3, seed=3)(jac[perm]), GradDrop(SCHEMA3, seed=3)(jac))
+    assert GradDrop.order_invariant
+    assert GradDrop.needs == frozenset({"jacobian"})
+
+
+def test_generator_state_round_trips_and_reset() -> None:
+    jac = torch.randn(2, 20, generator=torch.Generator().manual_seed(5))
+    first = GradDrop(SCHEMA2, seed=4)
+    fresh = first(jac)
+    first(jac)
+    buffer = io.BytesIO()
+    torch.save(first.state_dict(), buffer)
+    buffer.seek(0)
+    second = GradDrop(SCHEMA2)
+    second.load_state_dict(torch.load(buffer))
+    torch.testing.assert_close(second(jac), first(jac), rtol=0, atol=0)
+    first.reset()
+    torch.testing.assert_close(first(jac), fresh, rtol=0, atol=0)
+
+
+def test_no_task_weights_repr_and_validation() -> None:
+    with pytest.raises(MtlkitError, match="coordinate-wise"):
+        GradDrop(SCHEMA2).weights(torch.eye(2))
+    assert (
+        repr(GradDrop(SCHEMA2, "representation", leak=0.5))
+        == "GradDrop(mode='representation', leak=0.5, seed=0)"
+    )
+    with pytest.raises(ValueError, match=r"leak must be in \[0, 1\], got 1.5"):
+        GradDrop(SCHEMA2, leak=1.5)
+    with pytest.raises(TypeError, match="leak must be a number, got 'x'"):
+        GradDrop(SCHEMA2, leak="x")  # type: ignore[arg-type]
