@@ -16,6 +16,10 @@ from mtlkit.schema import Schema
 #: name -> (module under mtlkit.aggregation, class): the one place aggregators are registered.
 _ENTRIES: list[tuple[str, str, str]] = [
     ("mean", "base", "MeanAggregator"),
+    ("unit_grad", "unit_grad", "UnitGrad"),
+    ("mgda", "mgda", "MGDA"),
+    ("pe_ltr", "pe_ltr", "PELTR"),
+    ("imtl", "imtl", "IMTL"),
     ("pcgrad", "pcgrad", "PCGrad"),
     ("gradvac", "gradvac", "GradVac"),
     ("cagrad", "cagrad", "CAGrad"),

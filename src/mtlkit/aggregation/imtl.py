@@ -1,0 +1,98 @@
+"""IMTL-G: Liu et al., "Towards Impartial Multi-task Learning", ICLR 2021 (the gradient part of IMTL).
+
+The update d = sum_i alpha_i g_i, sum_i alpha_i = 1, has equal projections on every unit task gradient
+u_i = g_i / ||g_i||. The paper's closed form, with D = [g_1 - g_2, ..., g_1 - g_T] and U = [u_1 - u_2, ...,
+u_1 - u_T], is alpha_{2..T} = g_1 U^T (D U^T)^-1, alpha_1 = 1 - sum_{i>=2} alpha_i.
+
+Here the same conditions are written on the Gram matrix only, symmetrically in the tasks. With n_i = ||g_i||,
+the cosine matrix C_ij = G_ij / (n_i n_j) and beta_i = alpha_i n_i / max_j n_j (the weights of the unit vectors,
+up to one scale), d.u_j = lambda for every j and sum alpha = 1 read
+
+    [ C         -1 ] [ beta   ]   [ 0 ]
+    [ m / n^T    0 ] [ lambda ] = [ m / max n ],     m = min_j n_j (the last row scaled to entries <= 1),
+
+one (T+1) x (T+1) system whose unknowns and entries are free of the gradients' scale. Where the paper's D U^T is
+invertible the solution is the paper's alpha. The system is solved with ``torch.linalg.solve``; when it is
+singular (numerically: smallest singular value <= sqrt(eps) of the input dtype times the largest, e.g. identical
+gradients) the minimum-norm least-squares solution (pseudo-inverse) is used instead, which for identical
+gradients gives equal weights. A zero gradient gets alpha_i = 0 and no equation. When the constraint cannot be met
+(sum alpha = 0) the weights are 0.
+
+Scale convention: identical task gradients g give g (weights 1/T). Opposite gradients give 0. The common
+projection lambda can be negative for strongly conflicting gradients, as in the paper's closed form.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from mtlkit.aggregation.base import GradientAggregator, Mode
+from mtlkit.aggregation.mgda import solver_copy
+from mtlkit.aggregation.unit_grad import unit_rows
+from mtlkit.schema import Schema
+
+
+def imtl_weights(cosine: Tensor, norms: Tensor, rtol: float) -> Tensor:
+    """alpha [T] from the cosine matrix [T, T] and the gradient norms [T] (float64, CPU; see module docstring)."""
+    t = norms.shape[0]
+    live = torch.isfinite(norms) & (norms > 0)
+    if not bool(live.any()):
+        return norms.new_zeros(t)
+    top = norms[live].max()
+    rel = torch.where(live, norms / top, torch.ones_like(norms))  # in (0, 1] for live tasks
+    inv = torch.where(live, 1.0 / rel, torch.zeros_like(rel))
+    both = live[:, None] & live[None, :]
+    c = torch.where(both, cosine.clamp(-1.0, 1.0), torch.zeros_like(cosine))
+    c = c + torch.diag((~live).to(c.dtype))  # a dead task: beta_i = 0, and no equal-projection condition
+    c.diagonal().copy_(torch.ones(t, dtype=c.dtype))  # unit vectors; exact 1 despite rounding
+    system = c.new_zeros(t + 1, t + 1)
+    system[:t, :t] = c
+    system[:t, t] = torch.where(live, -1.0, 0.0).to(c.dtype)
+    scale = inv.max()
+    system[t, :t] = inv / scale
+    rhs = c.new_zeros(t + 1)
+    rhs[t] = 1.0 / scale
+    solution, info = torch.linalg.solve_ex(system, rhs)
+    singular = torch.linalg.svdvals(system)
+    if int(info) != 0 or bool(singular[-1] <= rtol * singular[0]) or not bool(torch.isfinite(solution).all()):
+        solution = torch.linalg.pinv(system, rtol=rtol) @ rhs
+    alpha = torch.where(live, solution[:t] * inv, torch.zeros_like(inv))
+    total = alpha.sum()
+    if not bool(torch.isfinite(alpha).all()) or bool(total.abs() <= rtol * alpha.abs().sum()):
+        return torch.zeros_like(alpha)
+    return alpha / total  # sum exactly 1 (a no-op up to rounding when the system was solved exactly)
+
+
+class IMTL(GradientAggregator):
+    """IMTL-G (Liu et al., ICLR 2021): d = sum_i alpha_i g_i, sum alpha = 1, d.u_i equal for all i.
+
+    Paper: alpha_{2..T} = g_1 U^T (D U^T)^-1 (D rows g_1 - g_i, U rows u_1 - u_i), alpha_1 = 1 - sum; here as a
+    symmetric system on the cosine matrix (module docstring). Identical gradients g give g.
+
+    Args:
+        mode: where the engine takes the per-task gradients (see :class:`GradientAggregator`).
+    """
+
+    def __init__(self, schema: Schema, mode: Mode = "parameter") -> None:
+        super().__init__(schema, mode)
+
+    def weights(self, gram: Tensor) -> Tensor:
+        g = solver_copy(gram)
+        norms = g.diagonal().clamp(min=0).sqrt()
+        inv = torch.where(norms > 0, 1.0 / torch.where(norms > 0, norms, torch.ones_like(norms)), 0.0)
+        cosine = g * inv[:, None] * inv[None, :]
+        rtol = math.sqrt(torch.finfo(gram.dtype).eps)
+        return imtl_weights(cosine, norms, rtol).to(device=gram.device, dtype=gram.dtype)
+
+    def forward(self, jacobian: Tensor) -> Tensor:
+        """Cosines from the unit rows and norms from the row-scaled gradients: exact for any gradient scale."""
+        unit, norms = unit_rows(jacobian)
+        rtol = math.sqrt(torch.finfo(jacobian.dtype).eps)
+        alpha = imtl_weights(solver_copy(unit @ unit.T), solver_copy(norms), rtol)
+        return alpha.to(device=jacobian.device, dtype=jacobian.dtype) @ jacobian
+
+    def reset(self) -> None:
+        """Stateless."""
