@@ -5,12 +5,11 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from typing import Any
 
 from mtlkit.aggregation.base import GradientAggregator
-from mtlkit.errors import MtlkitError, did_you_mean, listing
+from mtlkit.registry import LazyRegistry
 from mtlkit.schema import Schema
 
 #: name -> (module under mtlkit.aggregation, class): the one place aggregators are registered.
@@ -30,54 +29,27 @@ _ENTRIES: list[tuple[str, str, str]] = [
 ]
 
 
-def _registry() -> dict[str, tuple[str, str]]:
-    registry: dict[str, tuple[str, str]] = {}
-    for name, module, cls in _ENTRIES:
-        if name in registry:
-            raise RuntimeError(f"aggregator {name!r} is registered twice")
-        registry[name] = (module, cls)
-    return registry
-
-
-AGGREGATORS = _registry()
+AGGREGATORS = LazyRegistry[GradientAggregator]("aggregator", "mtlkit.aggregation", _ENTRIES)
 
 
 def list_aggregators() -> list[str]:
-    return list(AGGREGATORS)
+    """Names accepted by :func:`create_aggregator`."""
+    return AGGREGATORS.names()
 
 
 def aggregator_class(name: str) -> type[GradientAggregator]:
-    if name not in AGGREGATORS:
-        raise MtlkitError(
-            f"unknown aggregator {name!r}{did_you_mean(name, AGGREGATORS)}; available: {listing(AGGREGATORS)}"
-        )
-    module, cls = AGGREGATORS[name]
-    found: type[GradientAggregator] = getattr(importlib.import_module(f"mtlkit.aggregation.{module}"), cls)
-    return found
+    """The class registered as ``name``."""
+    return AGGREGATORS.get(name)
 
 
 def aggregator_parameters(name: str) -> dict[str, inspect.Parameter]:
-    params = dict(inspect.signature(aggregator_class(name)).parameters)
-    params.pop("schema", None)
-    return params
+    """The hyperparameters of ``name`` (its constructor's parameters after ``schema``)."""
+    return AGGREGATORS.parameters(name)
 
 
 def create_aggregator(name: str, schema: Schema, **params: Any) -> GradientAggregator:
-    """Build the aggregator ``name``; unknown names and parameters are errors listing what is accepted."""
-    cls = aggregator_class(name)
-    accepted = aggregator_parameters(name)
-    for key in params:
-        if key not in accepted:
-            raise MtlkitError(
-                f"aggregator {name!r} has no parameter {key!r}{did_you_mean(key, accepted)}; "
-                f"it accepts {listing(accepted)}"
-            )
-    try:
-        return cls(schema, **params)
-    except (ValueError, TypeError) as exc:
-        if isinstance(exc, MtlkitError):
-            raise
-        raise MtlkitError(f"aggregator {name!r}: {exc}") from None
+    """Build ``name`` for ``schema``; unknown names and parameters are errors listing what is accepted."""
+    return AGGREGATORS.create(name, schema, **params)
 
 
 __all__ = [

@@ -5,11 +5,10 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from typing import Any
 
-from mtlkit.errors import MtlkitError, did_you_mean, listing
+from mtlkit.registry import LazyRegistry
 from mtlkit.schema import Schema
 from mtlkit.weighting.base import LossWeighting
 
@@ -29,57 +28,27 @@ _ENTRIES: list[tuple[str, str, str]] = [
 ]
 
 
-def _registry() -> dict[str, tuple[str, str]]:
-    registry: dict[str, tuple[str, str]] = {}
-    for name, module, cls in _ENTRIES:
-        if name in registry:
-            raise RuntimeError(f"weighting {name!r} is registered twice")
-        registry[name] = (module, cls)
-    return registry
-
-
-WEIGHTINGS = _registry()
+WEIGHTINGS = LazyRegistry[LossWeighting]("balancer", "mtlkit.weighting", _ENTRIES)
 
 
 def list_weightings() -> list[str]:
-    return list(WEIGHTINGS)
-
-
-def weighting_parameters(name: str) -> dict[str, inspect.Parameter]:
-    params = dict(inspect.signature(_cls(name)).parameters)
-    params.pop("schema", None)
-    return params
-
-
-def _cls(name: str) -> type[LossWeighting]:
-    return weighting_class(name)
+    """Names accepted by :func:`create_weighting`."""
+    return WEIGHTINGS.names()
 
 
 def weighting_class(name: str) -> type[LossWeighting]:
     """The class registered as ``name``."""
-    if name not in WEIGHTINGS:
-        raise MtlkitError(
-            f"unknown balancer {name!r}{did_you_mean(name, WEIGHTINGS)}; available: {listing(WEIGHTINGS)}"
-        )
-    module, cls = WEIGHTINGS[name]
-    found: type[LossWeighting] = getattr(importlib.import_module(f"mtlkit.weighting.{module}"), cls)
-    return found
+    return WEIGHTINGS.get(name)
+
+
+def weighting_parameters(name: str) -> dict[str, inspect.Parameter]:
+    """The hyperparameters of ``name`` (its constructor's parameters after ``schema``)."""
+    return WEIGHTINGS.parameters(name)
 
 
 def create_weighting(name: str, schema: Schema, **params: Any) -> LossWeighting:
-    """Build the loss weighting ``name`` for ``schema``; unknown names and parameters list what is accepted."""
-    cls = _cls(name)
-    accepted = weighting_parameters(name)
-    for key in params:
-        if key not in accepted:
-            raise MtlkitError(
-                f"balancer {name!r} has no parameter {key!r}{did_you_mean(key, accepted)}; "
-                f"it accepts {listing(accepted) or 'none'}"
-            )
-    try:
-        return cls(schema, **params)
-    except (ValueError, TypeError) as exc:
-        raise MtlkitError(f"balancer {name!r}: {exc}") from None
+    """Build ``name`` for ``schema``; unknown names and parameters are errors listing what is accepted."""
+    return WEIGHTINGS.create(name, schema, **params)
 
 
 __all__ = [
