@@ -26,13 +26,13 @@ the masks are symmetric in the tasks, so permuting the tasks leaves the directio
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from mtlkit.aggregation.base import GradientAggregator, Mode
 from mtlkit.schema import Schema
+from mtlkit.seeding import OwnsGenerator
 
 
 def sign_purity(jacobian: Tensor) -> Tensor:
@@ -55,7 +55,7 @@ def graddrop_direction(jacobian: Tensor, uniform: Tensor, leak: float = 0.0) -> 
     return leak * jacobian.sum(0) + (1.0 - leak) * kept
 
 
-class GradDrop(GradientAggregator):
+class GradDrop(OwnsGenerator, GradientAggregator):
     """GradDrop (Chen et al., NeurIPS 2020): P = 1/2 (1 + sum_i g_i / sum_i |g_i|) per coordinate, U ~ U[0, 1);
     d = sum_i (l + (1 - l) M_i) g_i with M_i = [P > U][g_i > 0] + [P < U][g_i < 0].
 
@@ -75,30 +75,13 @@ class GradDrop(GradientAggregator):
             raise TypeError(f"leak must be a number, got {leak!r}")
         if not (math.isfinite(leak) and 0.0 <= leak <= 1.0):
             raise ValueError(f"leak must be in [0, 1], got {leak}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an integer, got {seed!r}")
-        if not 0 <= seed < 2**64:
-            raise ValueError(f"seed must be in [0, 2**64), got {seed}")
         self.leak = float(leak)
-        self.seed = seed
-        self._generator = torch.Generator(device="cpu")
-        self._generator.manual_seed(seed)
+        self._init_generator(seed)
 
     # ------------------------------------------------------------------------------------------ state
     def reset(self) -> None:
         """Reseed the generator (back to the draws of a fresh instance)."""
-        self._generator.manual_seed(self.seed)
-
-    def get_extra_state(self) -> Any:
-        """The generator's state (a uint8 tensor), stored in ``state_dict`` under ``_extra_state``."""
-        return self._generator.get_state()
-
-    def set_extra_state(self, state: Any) -> None:
-        if not isinstance(state, Tensor) or state.dtype != torch.uint8:
-            raise ValueError(
-                f"GradDrop: the saved generator state must be a uint8 tensor, got {type(state).__name__}"
-            )
-        self._generator.set_state(state.detach().cpu())
+        self.reseed()
 
     # ------------------------------------------------------------------------------------------ direction
     def forward(self, jacobian: Tensor) -> Tensor:

@@ -26,13 +26,13 @@ orders), like PCGrad.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from mtlkit.aggregation.base import GradientAggregator, Mode
 from mtlkit.schema import Schema
+from mtlkit.seeding import OwnsGenerator
 
 #: floor of 1 - phi_hat^2 in the correction's denominator (a target of +-1 would divide by zero)
 _MIN_SIN2 = 1e-12
@@ -72,7 +72,7 @@ def gradvac_coefficients(gram: Tensor, targets: Tensor, orders: list[list[int]],
     return coef
 
 
-class GradVac(GradientAggregator):
+class GradVac(OwnsGenerator, GradientAggregator):
     """GradVac (Wang et al., ICLR 2021): where cos(g_i', g_j) = phi < phi_hat_ij, g_i' += ||g_i'|| (phi_hat
     sqrt(1 - phi^2) - phi sqrt(1 - phi_hat^2)) / (||g_j|| sqrt(1 - phi_hat^2)) g_j; phi_hat <- (1 - beta) phi_hat
     + beta phi; d = sum_i g_i'.
@@ -95,33 +95,16 @@ class GradVac(GradientAggregator):
             raise TypeError(f"beta must be a number, got {beta!r}")
         if not 0.0 < beta <= 1.0:
             raise ValueError(f"beta must be in (0, 1], got {beta}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an integer, got {seed!r}")
-        if not 0 <= seed < 2**64:
-            raise ValueError(f"seed must be in [0, 2**64), got {seed}")
         self.beta = float(beta)
-        self.seed = seed
         t = len(self.task_names)
         self.register_buffer("targets", torch.zeros(t, t))
-        self._generator = torch.Generator(device="cpu")
-        self._generator.manual_seed(seed)
+        self._init_generator(seed)
 
     # ------------------------------------------------------------------------------------------ state
     def reset(self) -> None:
         """Zero the similarity targets and reseed the generator."""
         self.targets.zero_()
-        self._generator.manual_seed(self.seed)
-
-    def get_extra_state(self) -> Any:
-        """The generator's state (a uint8 tensor), stored in ``state_dict`` under ``_extra_state``."""
-        return self._generator.get_state()
-
-    def set_extra_state(self, state: Any) -> None:
-        if not isinstance(state, Tensor) or state.dtype != torch.uint8:
-            raise ValueError(
-                f"GradVac: the saved generator state must be a uint8 tensor, got {type(state).__name__}"
-            )
-        self._generator.set_state(state.detach().cpu())
+        self.reseed()
 
     # ------------------------------------------------------------------------------------------ direction
     def draw_orders(self, tasks: int) -> list[list[int]]:

@@ -22,13 +22,13 @@ task order, and with two tasks (a single other task, so no order to draw) the di
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from mtlkit.aggregation.base import GradientAggregator, Mode
 from mtlkit.schema import Schema
+from mtlkit.seeding import OwnsGenerator
 
 
 def pcgrad_coefficients(gram: Tensor, orders: list[list[int]]) -> Tensor:
@@ -62,7 +62,7 @@ def _unit_scale(jacobian: Tensor) -> float:
     return 2.0 ** -math.floor(math.log2(top))
 
 
-class PCGrad(GradientAggregator):
+class PCGrad(OwnsGenerator, GradientAggregator):
     """PCGrad (Yu et al., NeurIPS 2020): g_i' -= min(g_i' . g_j, 0) / ||g_j||^2 g_j over the other tasks j in a
     random order; d = sum_i g_i' (computed on the Gram matrix through coefficients: d = C.sum(0) @ J).
 
@@ -77,29 +77,12 @@ class PCGrad(GradientAggregator):
 
     def __init__(self, schema: Schema, mode: Mode = "parameter", seed: int = 0) -> None:
         super().__init__(schema, mode)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an integer, got {seed!r}")
-        if not 0 <= seed < 2**64:
-            raise ValueError(f"seed must be in [0, 2**64), got {seed}")
-        self.seed = seed
-        self._generator = torch.Generator(device="cpu")
-        self._generator.manual_seed(seed)
+        self._init_generator(seed)
 
     # ------------------------------------------------------------------------------------------ state
     def reset(self) -> None:
         """Reseed the generator (back to the orders of a fresh instance)."""
-        self._generator.manual_seed(self.seed)
-
-    def get_extra_state(self) -> Any:
-        """The generator's state (a uint8 tensor), stored in ``state_dict`` under ``_extra_state``."""
-        return self._generator.get_state()
-
-    def set_extra_state(self, state: Any) -> None:
-        if not isinstance(state, Tensor) or state.dtype != torch.uint8:
-            raise ValueError(
-                f"PCGrad: the saved generator state must be a uint8 tensor, got {type(state).__name__}"
-            )
-        self._generator.set_state(state.detach().cpu())
+        self.reseed()
 
     # ------------------------------------------------------------------------------------------ direction
     def draw_orders(self, tasks: int) -> list[list[int]]:

@@ -20,19 +20,20 @@ every task, whatever its position.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from mtlkit.schema import Schema
+from mtlkit.seeding import OwnsGenerator
 from mtlkit.weighting.base import LossWeighting
 
 Distribution = Literal["normal", "uniform", "dirichlet"]
 DISTRIBUTIONS: tuple[str, ...] = ("normal", "uniform", "dirichlet")
 
 
-class RLW(LossWeighting):
+class RLW(OwnsGenerator, LossWeighting):
     """Random Loss Weighting (Lin et al., TMLR 2022): sum_i w_i L_i with w = T softmax(N(0, I)) drawn every step.
 
     Args:
@@ -49,30 +50,13 @@ class RLW(LossWeighting):
         super().__init__(schema)
         if distribution not in DISTRIBUTIONS:
             raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an integer, got {seed!r}")
-        if not 0 <= seed < 2**64:
-            raise ValueError(f"seed must be in [0, 2**64), got {seed}")
         self.distribution = distribution
-        self.seed = seed
         self._tasks = len(schema.tasks)
-        self._generator = torch.Generator(device="cpu")
-        self._generator.manual_seed(seed)
+        self._init_generator(seed)
 
     # ------------------------------------------------------------------------------------------ state
     def reset(self) -> None:
-        self._generator.manual_seed(self.seed)
-
-    def get_extra_state(self) -> Any:
-        """The generator's state (a uint8 tensor), stored in ``state_dict`` under ``_extra_state``."""
-        return self._generator.get_state()
-
-    def set_extra_state(self, state: Any) -> None:
-        if not isinstance(state, Tensor) or state.dtype != torch.uint8:
-            raise ValueError(
-                f"RLW: the saved generator state must be a uint8 tensor, got {type(state).__name__}"
-            )
-        self._generator.set_state(state.detach().cpu())
+        self.reseed()
 
     # ------------------------------------------------------------------------------------------ weights
     def draw(self) -> Tensor:
