@@ -18,6 +18,7 @@ task kinds (``focal`` is :class:`Focal` for binary tasks and :class:`MulticlassF
 
 from __future__ import annotations
 
+import abc
 import inspect
 import math
 from collections.abc import Callable, Mapping
@@ -65,7 +66,7 @@ def check_shapes(kind: str, logits: Tensor, target: Tensor, where: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- losses
-class Loss(nn.Module):
+class Loss(nn.Module, abc.ABC):
     """A per-row loss for one task kind: ``forward(logits, target) -> [B]``.
 
     Subclasses set ``name`` (the registry name, as in ``Task.loss``) and ``kind`` (the task kind it serves),
@@ -82,9 +83,9 @@ class Loss(nn.Module):
         check_shapes(self.kind, logits, target, type(self).__name__)
         return self.per_row(logits, target.to(logits.dtype) if self.kind != "multiclass" else target)
 
+    @abc.abstractmethod
     def per_row(self, logits: Tensor, target: Tensor) -> Tensor:
         """The unreduced loss, shapes already checked."""
-        raise NotImplementedError
 
     def extra_repr(self) -> str:
         params = list(inspect.signature(type(self).__init__).parameters)[1:]
