@@ -152,6 +152,18 @@ def provenance_line(result: Mapping[str, Any]) -> str:
     )
 
 
+def docs_footer(result: Mapping[str, Any], section: str, raw: str = "Raw per-round timings") -> list[str]:
+    """The closing lines of every benchmark's docs section: provenance, where the raw JSON is, the command."""
+    return [
+        provenance_line(result),
+        f"{raw}: `benchmarks/results/{section}.json`. Command:",
+        "",
+        "```",
+        result["command"],
+        "```",
+    ]
+
+
 # ---------------------------------------------------------------------------------------------- arguments
 def add_output_arguments(parser: argparse.ArgumentParser, section: str) -> None:
     """``--json``, ``--docs`` and ``--no-docs``: where a script writes its result and which page it updates."""

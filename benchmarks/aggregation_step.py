@@ -659,13 +659,8 @@ def docs_section(result: dict[str, Any]) -> str:
         f"Targets: {sum(1 for x in met if x)} met, {sum(1 for x in met if x is False)} not met, "
         f"{sum(1 for x in met if x is None)} not measured, of {len(met)} checks.",
         "",
-        _common.provenance_line(result),
-        f"Raw per-round timings: `benchmarks/results/{SECTION}.json`. Command:",
-        "",
-        "```",
-        result["command"],
-        "```",
     ]
+    lines += _common.docs_footer(result, SECTION)
     return "\n".join(lines)
 
 

@@ -110,13 +110,8 @@ def _docs(result: dict[str, Any]) -> str:
     lines += [
         "",
         f"Best epochs {epochs}; seconds per run (training and evaluation, 2 cores) {seconds}.",
-        _common.provenance_line(result),
-        f"Raw results: `benchmarks/results/{SECTION}.json`. Command:",
-        "",
-        "```",
-        result["command"],
-        "```",
     ]
+    lines += _common.docs_footer(result, SECTION, raw="Raw results")
     return "\n".join(lines)
 
 

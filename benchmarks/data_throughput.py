@@ -166,13 +166,8 @@ def docs_section(result: dict[str, Any]) -> str:
         f"| `Table.batches` >= {sig3(met['table_rows_per_second_min'])} rows/s "
         f"| {sig3(table['rows_per_second'])} | {yes[met['table_rows_per_second_met']]} |",
         "",
-        _common.provenance_line(result),
-        f"Raw per-round timings: `benchmarks/results/{SECTION}.json`. Command:",
-        "",
-        "```",
-        result["command"],
-        "```",
     ]
+    lines += _common.docs_footer(result, SECTION)
     return "\n".join(lines)
 
 

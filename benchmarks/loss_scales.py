@@ -301,13 +301,9 @@ def _docs(result: dict[str, Any]) -> str:
             "",
         ]
     lines += [
-        f"Total {result['total_seconds']:.0f} s. " + _common.provenance_line(result),
-        f"Raw results (every seed, final losses and weights): `benchmarks/results/{SECTION}.json`. Command:",
-        "",
-        "```",
-        result["command"],
-        "```",
+        f"Total {result['total_seconds']:.0f} s.",
     ]
+    lines += _common.docs_footer(result, SECTION, raw="Raw results (every seed, final losses and weights)")
     return "\n".join(lines)
 
 

@@ -578,13 +578,8 @@ def docs_section(result: dict[str, Any]) -> str:
         f"| `mmoe` >= {100 * tg['fraction_min']:.0f}% of the matmul ceiling, {TARGET_FRACTION_SIZE} size "
         f"| {fraction} | {yes[tg['fraction_met']]} |",
         "",
-        _common.provenance_line(result),
-        f"Raw per-round timings: `benchmarks/results/{SECTION}.json`. Command:",
-        "",
-        "```",
-        result["command"],
-        "```",
     ]
+    lines += _common.docs_footer(result, SECTION)
     return "\n".join(lines)
 
 

@@ -194,9 +194,8 @@ def _aggregate(
         torch.autograd.backward(roots, grads)
         return total.detach()
     shared_params = list(model.shared_parameters())  # type: ignore[operator]
-    private = [
-        p for p in model.parameters() if p.requires_grad and id(p) not in {id(q) for q in shared_params}
-    ]
+    shared_ids = {id(p) for p in shared_params}
+    private = [p for p in model.parameters() if p.requires_grad and id(p) not in shared_ids]
     if not shared_params:
         raise MtlkitError(
             f"aggregator {type(aggregator).__name__} balances the gradients of shared parameters, but model {name} "

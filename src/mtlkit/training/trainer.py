@@ -258,8 +258,10 @@ class Trainer:
     def _train_epoch(self, train: Table, steps: int) -> Tensor:
         o = self.options
         self.model.train()
-        totals = torch.zeros(len(self.schema.tasks), dtype=torch.float64)
-        counted = torch.zeros(len(self.schema.tasks), dtype=torch.float64)
+        # running sums stay on the device: reading them forces a sync, so that happens only for the progress bar
+        dtype = torch.float32 if self.device.type == "mps" else torch.float64
+        totals = torch.zeros(len(self.schema.tasks), dtype=dtype, device=self.device)
+        counted = torch.zeros(len(self.schema.tasks), dtype=dtype, device=self.device)
         progress = Progress(
             TextColumn(f"epoch {self.epoch + 1}/{o.epochs}"),
             BarColumn(),
@@ -285,8 +287,8 @@ class Trainer:
                     nn.utils.clip_grad_norm_(self.model.parameters(), o.grad_clip)
                 self.optimizer.step()
                 self.scheduler.step()
-                labelled = (~torch.isnan(batch.labels)).sum(0).to(torch.float64).cpu()
-                totals += losses.detach().to(torch.float64).cpu() * labelled
+                labelled = (~torch.isnan(batch.labels)).sum(0).to(dtype)
+                totals += losses.detach().to(dtype) * labelled
                 counted += labelled
                 if progress.live.is_started and (step % 10 == 0 or step == steps - 1):
                     means = (totals / counted.clamp(min=1)).tolist()
@@ -294,7 +296,7 @@ class Trainer:
                         f"{t} {v:.4f}" for t, v in zip(self.schema.task_names, means, strict=True)
                     )
                     progress.update(bar, completed=step + 1, losses=text)
-        return (totals / counted.clamp(min=1)).to(torch.float32)
+        return (totals / counted.clamp(min=1)).to(torch.float32).cpu()
 
     def _epoch_seed(self) -> int:
         return self.seed * 1_000_003 + self.epoch
