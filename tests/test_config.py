@@ -142,7 +142,8 @@ def test_model_and_dataset_params_are_filled_with_signature_defaults() -> None:
 
 def test_resolved_yaml_leaves_out_data_keys_that_do_not_apply() -> None:
     dumped = RunConfig.from_dict(_base()).to_dict()
-    assert set(dumped) == {"seed", "data", "model", "balancer", "training"}
+    assert set(dumped) == {"seed", "data", "model", "balancer", "training", "diagnostics", "family", "bench"}
+    assert "fusion" not in dumped  # no fusion configured
     assert set(dumped["data"]) == {"dataset", "params"}
     assert "expert_sizes: [64]" in RunConfig.from_dict(_base()).to_yaml()
 

@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("input", help="CSV / Parquet file with the feature columns")
     predict.add_argument("output", help="where to write the rows with their predictions (.csv or .parquet)")
     predict.set_defaults(handler=_predict)
+    for module in _command_modules():
+        module.register(commands)
+
     data = commands.add_parser("data", help="list, describe and inspect data sets and files")
     data_commands = data.add_subparsers(title="data commands", metavar="SUBCOMMAND")
     data.set_defaults(handler=lambda _args: _print_help(data))
@@ -120,6 +123,23 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("--json", action="store_true", help="print JSON instead of tables")
     describe.set_defaults(handler=_data_describe)
     return parser
+
+
+def _command_modules() -> list[types.ModuleType]:
+    """The modules of ``mtlkit.commands`` (bench, report, export, ...), each with ``register(commands)``.
+
+    Each command lives in its own module and imports its heavy dependencies inside its handler, so that
+    ``mtlkit --help`` stays fast.
+    """
+    import importlib
+    import pkgutil
+
+    import mtlkit.commands
+
+    names = sorted(
+        m.name for m in pkgutil.iter_modules(mtlkit.commands.__path__) if not m.name.startswith("_")
+    )
+    return [importlib.import_module(f"mtlkit.commands.{name}") for name in names]
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:

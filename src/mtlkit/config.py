@@ -421,6 +421,59 @@ class TrainingConfig(_Section):
         return self
 
 
+# ---------------------------------------------------------------------------------------- diagnostics
+class DiagnosticsConfig(_Section):
+    """Diagnostics recorded during training into ``<run>/diagnostics/`` (all off by default; they cost time).
+
+    ``conflicts_every``: every N optimizer steps, per-task gradient norms and pairwise cosines on the shared
+    parameters. ``expert_usage``: mean gate weight per task and expert on the validation set after training.
+    ``affinity_every``: every N steps, the lookahead task affinity (a step on one task alone, the change of every
+    other task's loss).
+    """
+
+    conflicts_every: int | None = Field(default=None, ge=1)
+    expert_usage: bool = False
+    affinity_every: int | None = Field(default=None, ge=1)
+
+
+# --------------------------------------------------------------------------------------------- family
+class FamilyConfig(_Section):
+    """The solution family: ``mtl`` (a multi-task model, the default), or one of the older families
+    (``multi_model``, ``sample_weighting``, ``pairwise_ltr``); ``params`` are checked when the run is built."""
+
+    name: str = "mtl"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    _empty_params = field_validator("params", mode="before")(_none_to_empty)
+
+
+# --------------------------------------------------------------------------------------------- fusion
+class FusionConfig(_Section):
+    """How per-task predictions become one ranking score (``mtlkit.fusion``); checked when the run is built.
+
+    ``kind``: ``weighted_sum`` (sum_i w_i p_i) or ``product`` (prod_i p_i^w_i). ``weights``: task -> weight.
+    ``values``: value column (e.g. price, a Schema value column) -> weight or exponent.
+    """
+
+    kind: str = "product"
+    weights: dict[str, float] = Field(default_factory=dict)
+    values: dict[str, float] = Field(default_factory=dict)
+
+    _empty_weights = field_validator("weights", "values", mode="before")(_none_to_empty)
+
+
+# ---------------------------------------------------------------------------------------------- bench
+class BenchConfig(_Section):
+    """Settings ``mtlkit bench`` uses for the runs of a grid: hyperparameters per model and per balancer name
+    (for names other than the run's own ``model`` / ``balancer``), and the single-task baseline model."""
+
+    model_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    balancer_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    baseline: dict[str, Any] = Field(default_factory=lambda: {"name": "single_task", "params": {}})
+
+    _empty = field_validator("model_params", "balancer_params", mode="before")(_none_to_empty)
+
+
 # ------------------------------------------------------------------------------------------------ run
 class RunConfig(_Section):
     """A whole run: seed, data, model, balancer and training settings (see the module docstring)."""
@@ -430,6 +483,10 @@ class RunConfig(_Section):
     model: ModelConfig
     balancer: BalancerConfig = Field(default_factory=BalancerConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
+    family: FamilyConfig = Field(default_factory=FamilyConfig)
+    fusion: FusionConfig | None = None
+    bench: BenchConfig = Field(default_factory=BenchConfig)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<dict>") -> RunConfig:
@@ -440,6 +497,8 @@ class RunConfig(_Section):
         """The resolved configuration as plain data (defaults filled; keys that do not apply left out)."""
         out = self.model_dump(by_alias=True)
         out["data"] = {k: v for k, v in out["data"].items() if v is not None}
+        if out.get("fusion") is None:
+            out.pop("fusion", None)
         plain: dict[str, Any] = _plain(out)
         return plain
 

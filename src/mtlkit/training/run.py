@@ -125,9 +125,13 @@ def train_run(
             )
     if config.training.num_threads:
         torch.set_num_threads(config.training.num_threads)
-    splits = build_splits(config)
+    from mtlkit.analysis.diagnostics import diagnostic_callbacks
     from mtlkit.config import check_monitor
+    from mtlkit.families import create_family
 
+    data_splits = build_splits(config)
+    family = create_family(config.family.name, data_splits.schema, **dict(config.family.params))
+    splits = family.training_splits(data_splits)
     check_monitor(config, splits.schema)
     model = build_model(config, splits.schema)
     balancer = create_balancer(config.balancer.name, splits.schema, **dict(config.balancer.params))
@@ -148,6 +152,7 @@ def train_run(
         out_dir=out,
         checkpoint_extra=extra,
         log=console,
+        callbacks=diagnostic_callbacks(config.diagnostics, splits, out),
     )
     trainer.fit(splits.train, splits.valid, resume=state)
     metrics = {
@@ -157,6 +162,10 @@ def train_run(
         "epochs": trainer.epoch,
         "note": splits.note,
     }
+    if config.fusion is not None:
+        from mtlkit.fusion import Fusion
+
+        Fusion.from_config(config.fusion, data_splits.schema).save(out / "fusion.json")
     tmp = out / ".metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=2, allow_nan=True))
     tmp.replace(out / "metrics.json")
