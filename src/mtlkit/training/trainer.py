@@ -155,6 +155,7 @@ class Trainer:
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
         self.history: list[dict[str, float]] = []
         self.epoch = 0  # epochs completed
+        self.global_step = 0  # optimizer steps completed
         self.best_value: float | None = None
         self.best_epoch: int | None = None
         self.bad_epochs = 0
@@ -287,6 +288,9 @@ class Trainer:
                     nn.utils.clip_grad_norm_(self.model.parameters(), o.grad_clip)
                 self.optimizer.step()
                 self.scheduler.step()
+                self.global_step += 1
+                for callback in self.callbacks:
+                    callback.on_step_end(self, batch)
                 labelled = (~torch.isnan(batch.labels)).sum(0).to(dtype)
                 totals += losses.detach().to(dtype) * labelled
                 counted += labelled
@@ -412,7 +416,7 @@ class Trainer:
             "scheduler_state": self.scheduler.state_dict() if self.scheduler is not None else None,
             "balancer_state": self.balancer.state_dict(),
             "rng": rng,
-            "position": {"epoch": self.epoch, "finished": self.finished},
+            "position": {"epoch": self.epoch, "finished": self.finished, "global_step": self.global_step},
             "trainer": {
                 "best_value": self.best_value,
                 "best_epoch": self.best_epoch,
@@ -436,6 +440,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.epoch = int(state["position"]["epoch"])
         self.finished = bool(state["position"]["finished"])
+        self.global_step = int(state["position"].get("global_step", 0))
         trainer = state["trainer"]
         self.best_value, self.best_epoch = trainer["best_value"], trainer["best_epoch"]
         self.bad_epochs = int(trainer["bad_epochs"])
