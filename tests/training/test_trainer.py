@@ -76,7 +76,8 @@ def test_resume_from_a_checkpoint_reproduces_the_uninterrupted_run(splits, tmp_p
     full.callbacks.append(_Snapshot(2, tmp_path / "after_epoch_2.pt"))
     full.fit(splits.train, splits.valid)
     state = load_checkpoint(tmp_path / "after_epoch_2.pt")
-    assert state["position"] == {"epoch": 2, "finished": False}
+    steps = splits.train.num_batches(full.options.batch_size)
+    assert state["position"] == {"epoch": 2, "finished": False, "global_step": 2 * steps}
     resumed = _trainer(splits, tmp_path / "resumed", **options)
     torch.manual_seed(999)  # whatever happened in between, the checkpoint's RNG state wins
     resumed.fit(splits.train, splits.valid, resume=state)
