@@ -121,7 +121,8 @@ def test_checkpoint_is_plain_data_and_written_atomically(splits, tmp_path: Path)
     trainer = _trainer(splits, tmp_path, epochs=1)
     trainer.fit(splits.train, splits.valid)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    assert state["position"] == {"epoch": 1, "finished": True}
+    steps = splits.train.num_batches(trainer.options.batch_size)
+    assert state["position"] == {"epoch": 1, "finished": True, "global_step": steps}
     assert {"model_state", "optimizer_state", "balancer_state", "rng", "trainer"} <= set(state)
     assert not [p.name for p in tmp_path.iterdir() if "tmp" in p.name]
     assert (tmp_path / "history.csv").read_text().startswith("epoch,lr,loss_y1,loss_y2")
