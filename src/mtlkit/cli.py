@@ -189,7 +189,7 @@ def _predict(args: argparse.Namespace) -> int:
     run = load_run(args.run)
     table = read_for_run(run, args.input, require_labels=False)
     raw, _ = read_arrow(args.input)
-    predictions = run.trainer.predict(table)
+    predictions = run.task_scores(table)
     for name, values in predictions.items():
         if values.dim() == 1:
             raw = raw.append_column(f"pred_{name}", pa.array(values.numpy()))

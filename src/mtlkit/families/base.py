@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from torch import Tensor
+
 from mtlkit.data.datasets import Splits
 from mtlkit.schema import Schema
 
@@ -26,6 +30,11 @@ class Family:
     def training_splits(self, splits: Splits) -> Splits:
         """The Splits the model is trained and early-stopped on."""
         return splits
+
+    def task_scores(self, predictions: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """One score per task of ``self.schema`` (plus any extra outputs) from the trained model's predictions
+        (``Trainer.predict`` on a Table of the training schema)."""
+        return dict(predictions)
 
 
 class MTL(Family):

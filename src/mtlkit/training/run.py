@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from torch import Tensor
 
 from mtlkit.balancing import create_balancer
 from mtlkit.config import RunConfig, load_config
@@ -22,6 +23,7 @@ from mtlkit.data.encoders import Encoders
 from mtlkit.data.readers import read_table
 from mtlkit.data.table import Table
 from mtlkit.errors import MtlkitError
+from mtlkit.families.base import Family
 from mtlkit.models import MultiTaskModel, create_model
 from mtlkit.schema import Schema
 from mtlkit.training.checkpoint import load_checkpoint
@@ -140,6 +142,7 @@ def train_run(
     extra = {
         "config": config.to_dict(),
         "schema": splits.schema.to_dict(),
+        "data_schema": data_splits.schema.to_dict(),
         "encoders": splits.train.encoders.to_dict() if splits.train.encoders is not None else None,
         "note": splits.note,
     }
@@ -181,6 +184,12 @@ class LoadedRun:
     schema: Schema
     encoders: Encoders
     trainer: Trainer
+    data_schema: Schema
+    family: Family
+
+    def task_scores(self, table: Table) -> dict[str, Tensor]:
+        """One prediction per task of the data set (and extra outputs) for the rows of ``table``."""
+        return self.family.task_scores(self.trainer.predict(table))
 
 
 def load_run(out_dir: str | Path, device: str = "auto") -> LoadedRun:
@@ -196,7 +205,11 @@ def load_run(out_dir: str | Path, device: str = "auto") -> LoadedRun:
     model.load_state_dict(state["model_state"])
     balancer = create_balancer(config.balancer.name, schema, **dict(config.balancer.params))
     trainer = Trainer(model, balancer, options_from(config), seed=config.seed, device=device)
-    return LoadedRun(out, config, schema, encoders, trainer)
+    data_schema = Schema.from_dict(state.get("data_schema") or state["schema"])
+    from mtlkit.families import create_family
+
+    family = create_family(config.family.name, data_schema, **dict(config.family.params))
+    return LoadedRun(out, config, schema, encoders, trainer, data_schema, family)
 
 
 def read_for_run(run: LoadedRun, path: str | Path, require_labels: bool) -> Table:
