@@ -465,13 +465,17 @@ class FusionConfig(_Section):
 # ---------------------------------------------------------------------------------------------- bench
 class BenchConfig(_Section):
     """Settings ``mtlkit bench`` uses for the runs of a grid: hyperparameters per model and per balancer name
-    (for names other than the run's own ``model`` / ``balancer``), and the single-task baseline model."""
+    (for names other than the run's own ``model`` / ``balancer``), parameters per solution family name, and the
+    single-task baseline model."""
 
     model_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     balancer_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    family_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     baseline: dict[str, Any] = Field(default_factory=lambda: {"name": "single_task", "params": {}})
 
-    _empty = field_validator("model_params", "balancer_params", mode="before")(_none_to_empty)
+    _empty = field_validator("model_params", "balancer_params", "family_params", mode="before")(
+        _none_to_empty
+    )
 
 
 # ------------------------------------------------------------------------------------------------ run
