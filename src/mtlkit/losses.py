@@ -14,6 +14,12 @@ applied here: the balancer applies it.
 
 Registry: ``create_loss(name, kind=None, **params)`` and ``list_losses(kind=None)``; one name may serve several
 task kinds (``focal`` is :class:`Focal` for binary tasks and :class:`MulticlassFocal` for multiclass ones).
+
+Grouped losses (``Loss.grouped``; :class:`PairwiseLogistic`) are not sums over rows: they compare rows of the same
+group (query / user / request id) and take the batch's group ids. :func:`task_losses` calls their
+:meth:`Loss.grouped_loss` with the groups instead of averaging per-row losses. They are not among the names a
+``Task.loss`` may take (``mtlkit.schema.LOSSES``); a Family that trains with one passes it to
+:class:`LossSet` through ``overrides``.
 """
 
 from __future__ import annotations
@@ -75,9 +81,17 @@ class Loss(nn.Module, abc.ABC):
 
     name: ClassVar[str]
     kind: ClassVar[TaskKind]
+    #: True for losses over pairs of rows of the same group: :func:`task_losses` calls :meth:`grouped_loss`.
+    grouped: ClassVar[bool] = False
 
     def __init__(self) -> None:  # losses without hyperparameters take none (not nn.Module's *args)
         super().__init__()
+
+    def grouped_loss(
+        self, logits: Tensor, target: Tensor, weights: Tensor | None, groups: Tensor | None
+    ) -> Tensor:
+        """The task loss (a scalar) of a grouped loss; ``target`` may hold NaN (unlabelled rows take no part)."""
+        raise NotImplementedError(f"{type(self).__name__} is not a grouped loss")
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         check_shapes(self.kind, logits, target, type(self).__name__)
@@ -220,8 +234,101 @@ class MAE(Loss):
         return (logits - target).abs()
 
 
+def pairwise_logistic(
+    scores: Tensor,
+    grades: Tensor,
+    groups: Tensor | None = None,
+    weights: Tensor | None = None,
+    sigma: float = 1.0,
+) -> Tensor:
+    """RankNet's pairwise logistic loss, averaged over the pairs of a batch (a scalar).
+
+    ``L = sum_{(i,j)} p_ij log(1 + exp(-sigma (s_i - s_j))) / sum_{(i,j)} p_ij`` over the ordered pairs with
+    ``g_i == g_j`` (same group) and ``y_i > y_j`` (strictly higher grade; equal grades make no pair), with pair
+    weight ``p_ij = w_i w_j`` (1 without sample weights: a row of weight 2 counts as two copies). Rows whose grade
+    is NaN take part in no pair. Exactly 0, with zero finite gradients, when the batch holds no pair.
+    ``groups=None`` treats the batch as one group.
+
+    Vectorised: rows are stable-sorted by group and scattered into a padded [G, M] block (M = largest group in
+    the batch), so the pair tensor is [G, M, M] rather than [B, B] (equal when the batch is one group).
+    """
+    if scores.dim() != 1 or grades.shape != scores.shape:
+        raise ValueError(
+            f"pairwise_logistic takes scores [B] and grades [B], got {_shape(scores)} and {_shape(grades)}"
+        )
+    n = scores.shape[0]
+    for what, t in (("groups", groups), ("weights", weights)):
+        if t is not None and t.shape != scores.shape:
+            raise ValueError(f"pairwise_logistic: {what} must be [B] = [{n}], got {_shape(t)}")
+    if n == 0:
+        return scores.sum() * 0.0
+    device = scores.device
+    if groups is None:
+        groups = torch.zeros(n, dtype=torch.int64, device=device)
+    order = torch.argsort(groups, stable=True)
+    _, counts = torch.unique_consecutive(groups[order], return_counts=True)
+    size = int(counts.max())
+    starts = torch.cumsum(counts, 0) - counts
+    which = torch.repeat_interleave(torch.arange(counts.numel(), device=device), counts)
+    slot = torch.arange(n, device=device) - starts[which]
+    shape = (int(counts.numel()), size)
+    s = scores.new_zeros(shape).index_put((which, slot), scores[order])
+    y = torch.full(shape, math.nan, dtype=torch.float64, device=device)
+    y = y.index_put((which, slot), grades[order].to(torch.float64))
+    w = torch.zeros(shape, dtype=scores.dtype, device=device)
+    w = w.index_put(
+        (which, slot), torch.ones_like(scores) if weights is None else weights[order].to(scores.dtype)
+    )
+    better = y.unsqueeze(2) > y.unsqueeze(1)  # [G, M, M]: i (row) above j (column); NaN compares False
+    pair = better.to(scores.dtype) * w.unsqueeze(2) * w.unsqueeze(1)
+    loss = F.softplus(-sigma * (s.unsqueeze(2) - s.unsqueeze(1)))
+    total = pair.sum()
+    nonzero = total > 0
+    mean = (pair * loss).sum() / torch.where(nonzero, total, torch.ones_like(total))
+    return torch.where(nonzero, mean, torch.zeros_like(mean))
+
+
+class PairwiseLogistic(Loss):
+    """RankNet pairwise logistic loss (Burges et al. 2005, "Learning to Rank using Gradient Descent").
+
+    For rows i, j of the same group with grade ``y_i > y_j``: ``l_ij = log(1 + exp(-sigma (s_i - s_j)))``, the
+    logistic loss of "i ranks above j" with ``P(i > j) = sigmoid(sigma (s_i - s_j))``; the task loss is the
+    weighted mean over the batch's pairs (see :func:`pairwise_logistic`). A grouped loss: the target holds
+    grades (0, 1, 2, ...; only their order matters) and :meth:`grouped_loss` takes the batch's groups.
+
+    Served for binary tasks so that the derived task keeps binary metrics (AUC of grade > 0.5, i.e. any
+    action) for early stopping; its scores are ranking scores, not calibrated probabilities.
+
+    Args:
+        sigma: the slope of the logistic, > 0 (RankNet's sigma).
+    """
+
+    name = "pairwise_logistic"
+    kind = "binary"
+    grouped = True
+
+    def __init__(self, sigma: float = 1.0) -> None:
+        super().__init__()
+        self.sigma = _number("sigma", sigma)
+        if self.sigma <= 0:
+            raise ValueError(f"sigma must be > 0, got {sigma!r}")
+
+    def per_row(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Row i's share when the batch is one group: ``sum_j [y_i > y_j] log(1 + exp(-sigma (s_i - s_j)))``."""
+        better = (target.unsqueeze(1) > target.unsqueeze(0)).to(logits.dtype)
+        return (better * F.softplus(-self.sigma * (logits.unsqueeze(1) - logits.unsqueeze(0)))).sum(1)
+
+    def grouped_loss(
+        self, logits: Tensor, target: Tensor, weights: Tensor | None, groups: Tensor | None
+    ) -> Tensor:
+        check_shapes(self.kind, logits, target, type(self).__name__)
+        return pairwise_logistic(logits, target, groups, weights, self.sigma)
+
+
 # ---------------------------------------------------------------------------------------------- registry
-#: Every loss class, in the order names are listed (per kind, the first is the default).
+#: Every loss class a ``Task.loss`` may name, in the order names are listed (per kind, the first is the default).
+#: The grouped :class:`PairwiseLogistic` is not here: ``mtlkit.schema.LOSSES`` does not list it, so it reaches a
+#: task only through ``LossSet(overrides=...)`` (the ``pairwise_ltr`` family).
 _ENTRIES: tuple[type[Loss], ...] = (BCE, Focal, MSE, Huber, MAE, CE, MulticlassFocal)
 
 
@@ -307,6 +414,7 @@ def task_losses(
     labels: Tensor,
     weights: Tensor | None = None,
     losses: Mapping[str, LossFn] | None = None,
+    groups: Tensor | None = None,
 ) -> Tensor:
     """The vector [T] of task losses, in schema task order.
 
@@ -319,6 +427,8 @@ def task_losses(
         labels: [B, T] float, NaN = missing.
         weights: optional [B] sample weights (finite, >= 0).
         losses: task -> per-row loss; default: each task's ``Task.loss`` with default hyperparameters.
+        groups: optional [B] group ids, passed to grouped losses (``Loss.grouped``), whose task loss is their
+            :meth:`Loss.grouped_loss` (e.g. the mean over pairs) instead of the weighted mean over rows.
     """
     n_tasks = len(schema.tasks)
     if labels.dim() != 2 or labels.shape[1] != n_tasks:
@@ -341,6 +451,11 @@ def task_losses(
         check_shapes(task.kind, z, y, where)
         if task.kind == "multiclass" and task.num_classes is not None and z.shape[1] != task.num_classes:
             raise ValueError(f"{where} has {task.num_classes} classes, got logits {_shape(z)}")
+        if isinstance(fn, Loss) and fn.grouped:
+            if groups is not None and groups.shape != labels.shape[:1]:
+                raise ValueError(f"groups must be [B] = [{labels.shape[0]}], got {_shape(groups)}")
+            parts.append(fn.grouped_loss(z, y, weights, groups))
+            continue
         labelled = ~torch.isnan(y)
         # The loss only ever sees a sanitised label: NaN never enters the graph, so it cannot reach gradients.
         per_row = fn(z, torch.where(labelled, y, torch.zeros_like(y)))
@@ -364,20 +479,38 @@ class LossSet(nn.Module):
     Args:
         schema: each task's loss is ``create_loss(task.loss, task.kind, **params.get(task.name, {}))``.
         params: task name -> hyperparameters of its loss, e.g. ``{"click": {"gamma": 1.0}}``.
+        overrides: task name -> a loss module used instead of ``Task.loss`` (it must serve the task's kind),
+            e.g. the grouped :class:`PairwiseLogistic` a Family trains its derived task with.
     """
 
-    def __init__(self, schema: Schema, params: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        schema: Schema,
+        params: Mapping[str, Mapping[str, Any]] | None = None,
+        overrides: Mapping[str, Loss] | None = None,
+    ) -> None:
         super().__init__()
         params = dict(params or {})
-        for task_name in params:
-            if task_name not in schema.task_names:
+        overrides = dict(overrides or {})
+        for what, given in (("loss parameters", params), ("a loss override", overrides)):
+            for task_name in given:
+                if task_name not in schema.task_names:
+                    raise MtlkitError(
+                        f"{what} given for {task_name!r}, which is not a task"
+                        f"{did_you_mean(task_name, schema.task_names)}; tasks are {listing(schema.task_names)}"
+                    )
+        for task_name, loss in overrides.items():
+            kind = schema.task(task_name).kind
+            if loss.kind != kind:
                 raise MtlkitError(
-                    f"loss parameters given for {task_name!r}, which is not a task"
-                    f"{did_you_mean(task_name, schema.task_names)}; tasks are {listing(schema.task_names)}"
+                    f"task {task_name!r} is {kind} but its loss override {loss!r} is for {loss.kind} tasks"
                 )
         self.schema = schema
         built: dict[str, nn.Module] = {}
         for task in schema.tasks:
+            if task.name in overrides:
+                built[task.name] = overrides[task.name]
+                continue
             name = task.loss or list_losses(task.kind)[0]
             try:
                 built[task.name] = create_loss(name, task.kind, **params.get(task.name, {}))
@@ -385,9 +518,15 @@ class LossSet(nn.Module):
                 raise MtlkitError(f"task {task.name!r}: {exc}") from None
         self.losses = nn.ModuleDict(built)
 
-    def forward(self, logits: Mapping[str, Tensor], labels: Tensor, weights: Tensor | None = None) -> Tensor:
-        """Task losses [T] in schema order (see :func:`task_losses`)."""
-        return task_losses(self.schema, logits, labels, weights, dict(self.losses.items()))
+    def forward(
+        self,
+        logits: Mapping[str, Tensor],
+        labels: Tensor,
+        weights: Tensor | None = None,
+        groups: Tensor | None = None,
+    ) -> Tensor:
+        """Task losses [T] in schema order (see :func:`task_losses`); ``groups`` reach grouped losses only."""
+        return task_losses(self.schema, logits, labels, weights, dict(self.losses.items()), groups)
 
 
 __all__ = [
@@ -401,10 +540,12 @@ __all__ = [
     "Loss",
     "LossSet",
     "MulticlassFocal",
+    "PairwiseLogistic",
     "check_shapes",
     "create_loss",
     "list_losses",
     "loss_class",
     "loss_parameters",
+    "pairwise_logistic",
     "task_losses",
 ]

@@ -16,7 +16,16 @@ from mtlkit.registry import LazyRegistry
 from mtlkit.schema import Schema
 
 #: name -> (module under mtlkit.families, class): the one table of families.
-_REGISTRY: LazyRegistry[Family] = LazyRegistry("family", "mtlkit.families", [("mtl", "base", "MTL")])
+_REGISTRY: LazyRegistry[Family] = LazyRegistry(
+    "family",
+    "mtlkit.families",
+    [
+        ("mtl", "base", "MTL"),
+        ("multi_model", "multi_model", "MultiModel"),
+        ("sample_weighting", "sample_weighting", "SampleWeighting"),
+        ("pairwise_ltr", "pairwise_ltr", "PairwiseLTR"),
+    ],
+)
 
 
 def list_families() -> list[str]:

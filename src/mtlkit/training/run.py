@@ -89,9 +89,35 @@ def options_from(config: RunConfig) -> TrainingOptions:
     )
 
 
-def build_model(config: RunConfig, schema: Schema) -> MultiTaskModel:
+def build_model(config: RunConfig, schema: Schema, family: Family | None = None) -> MultiTaskModel:
+    """The configured model for ``schema`` (or the one ``family`` chooses instead), seeded with ``config.seed``."""
+    name, params = config.model.name, dict(config.model.params)
+    if family is not None:
+        name, params = family.model_choice(name, params)
     torch.manual_seed(config.seed)
-    return create_model(config.model.name, schema, **dict(config.model.params))
+    return create_model(name, schema, **params)
+
+
+def build_balancer(config: RunConfig, schema: Schema, family: Family | None = None) -> Any:
+    """The configured balancer for ``schema`` (or the one ``family`` chooses instead)."""
+    name, params = config.balancer.name, dict(config.balancer.params)
+    if family is not None:
+        name, params = family.balancer_choice(name, params)
+    return create_balancer(name, schema, **params)
+
+
+def family_metrics(trainer: Trainer, family: Family, table: Table) -> dict[str, dict[str, float]]:
+    """Metrics of the data set's own tasks on ``table`` (a Table of the data schema), for any family.
+
+    A family that trains on the data set's tasks (``mtl``, ``multi_model``) is evaluated by
+    ``trainer.evaluate`` on the model's logits; any other by :func:`mtlkit.families.base.task_metrics` on
+    ``family.task_scores(trainer.predict(table))`` against the table's labels, weights and groups.
+    """
+    if table.schema == trainer.schema:
+        return trainer.evaluate(table)
+    from mtlkit.families.base import task_metrics
+
+    return task_metrics(family.schema, family.task_scores(trainer.predict(table)), table)
 
 
 @dataclass
@@ -135,8 +161,8 @@ def train_run(
     family = create_family(config.family.name, data_splits.schema, **dict(config.family.params))
     splits = family.training_splits(data_splits)
     check_monitor(config, splits.schema)
-    model = build_model(config, splits.schema)
-    balancer = create_balancer(config.balancer.name, splits.schema, **dict(config.balancer.params))
+    model = build_model(config, splits.schema, family)
+    balancer = build_balancer(config, splits.schema, family)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(config.to_yaml())
     extra = {
@@ -156,11 +182,12 @@ def train_run(
         checkpoint_extra=extra,
         log=console,
         callbacks=diagnostic_callbacks(config.diagnostics, splits, out),
+        losses=family.losses(splits.schema),
     )
     trainer.fit(splits.train, splits.valid, resume=state)
-    metrics = {
-        "valid": trainer.evaluate(splits.valid),
-        "test": trainer.evaluate(splits.test),
+    metrics = {  # always the data set's own tasks, whatever the family trained on
+        "valid": family_metrics(trainer, family, data_splits.valid),
+        "test": family_metrics(trainer, family, data_splits.test),
         "best_epoch": trainer.best_epoch if trainer.best_epoch is not None else trainer.epoch,
         "epochs": trainer.epoch,
         "note": splits.note,
@@ -201,20 +228,40 @@ def load_run(out_dir: str | Path, device: str = "auto") -> LoadedRun:
     if state.get("encoders") is None:
         raise MtlkitError(f"{out / CHECKPOINT} has no encoders; it cannot encode new data")
     encoders = Encoders.from_dict(state["encoders"])
-    model = create_model(config.model.name, schema, **dict(config.model.params))
-    model.load_state_dict(state["model_state"])
-    balancer = create_balancer(config.balancer.name, schema, **dict(config.balancer.params))
-    trainer = Trainer(model, balancer, options_from(config), seed=config.seed, device=device)
     data_schema = Schema.from_dict(state.get("data_schema") or state["schema"])
     from mtlkit.families import create_family
 
     family = create_family(config.family.name, data_schema, **dict(config.family.params))
+    name, params = family.model_choice(config.model.name, dict(config.model.params))
+    model = create_model(name, schema, **params)
+    model.load_state_dict(state["model_state"])
+    balancer = build_balancer(config, schema, family)
+    trainer = Trainer(model, balancer, options_from(config), seed=config.seed, device=device)
     return LoadedRun(out, config, schema, encoders, trainer, data_schema, family)
 
 
 def read_for_run(run: LoadedRun, path: str | Path, require_labels: bool) -> Table:
-    """Encode a file with a run's schema and fitted encoders (unknown categories map to 0)."""
-    return read_table(path, run.schema, encoders=run.encoders, require_labels=require_labels)
+    """Encode a file with a run's data schema (the data set's own tasks, whatever the family trained on) and
+    fitted encoders (unknown categories map to 0)."""
+    return read_table(path, run.data_schema, encoders=run.encoders, require_labels=require_labels)
 
 
-__all__ = ["LoadedRun", "RunResult", "build_splits", "load_config", "load_run", "read_for_run", "train_run"]
+def evaluate_run(run: LoadedRun, table: Table) -> dict[str, dict[str, float]]:
+    """Metrics of the data set's own tasks on ``table`` (read with :func:`read_for_run`, or a Splits part of
+    :func:`build_splits`), for a run of any family; see :func:`family_metrics`."""
+    return family_metrics(run.trainer, run.family, table)
+
+
+__all__ = [
+    "LoadedRun",
+    "RunResult",
+    "build_balancer",
+    "build_model",
+    "build_splits",
+    "evaluate_run",
+    "family_metrics",
+    "load_config",
+    "load_run",
+    "read_for_run",
+    "train_run",
+]

@@ -126,6 +126,8 @@ class Trainer:
         checkpoint_extra: plain data stored in every checkpoint (schema, encoders, config, model spec).
         log: where epoch lines go (a rich Console; stderr by default).
         callbacks: hooks run at the start and end of fit and after every epoch.
+        losses: the task losses to train with (default: ``LossSet(model.schema)``, each task's ``Task.loss``);
+            a Family passes its own, e.g. a grouped pairwise loss. Batches' group ids reach grouped losses.
     """
 
     def __init__(
@@ -139,6 +141,7 @@ class Trainer:
         checkpoint_extra: dict[str, Any] | None = None,
         log: Console | None = None,
         callbacks: Sequence[Callback] = (),
+        losses: LossSet | None = None,
     ) -> None:
         self.options = options or TrainingOptions()
         self.device = resolve_device(device)
@@ -150,7 +153,7 @@ class Trainer:
         self.checkpoint_extra = dict(checkpoint_extra or {})
         self.console = log or Console(stderr=True, highlight=False)
         self.callbacks = list(callbacks)
-        self.losses = LossSet(self.schema).to(self.device)
+        self.losses = (losses if losses is not None else LossSet(self.schema)).to(self.device)
         self.optimizer = self._optimizer()
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
         self.history: list[dict[str, float]] = []
@@ -280,7 +283,7 @@ class Trainer:
             for step, batch in enumerate(train.batches(o.batch_size, shuffle=True, seed=self._epoch_seed())):
                 batch = batch.to(self.device)
                 out = self.model(batch)
-                losses = self.losses(out.logits, batch.labels, batch.weights)
+                losses = self.losses(out.logits, batch.labels, batch.weights, batch.groups)
                 penalty = self._penalty(out)
                 self.optimizer.zero_grad(set_to_none=True)
                 mtl_backward(losses, self.model, self.balancer, penalty, shared=out.shared)
