@@ -468,3 +468,54 @@ def test_task_names_that_torch_modules_cannot_hold_are_rejected(name: str, messa
     with pytest.raises(SchemaError, match=message):
         Task(name)
     assert Task("training", label="train").column == "train"  # a label column may have any name
+
+
+# ---------------------------------------------------------------------- value columns
+def test_values_default_empty_and_list_becomes_tuple() -> None:
+    assert _schema().values == ()
+    s = _schema(values=["price_raw", "true_ctr"])
+    assert s.values == ("price_raw", "true_ctr")
+    assert s.source_columns[-2:] == ("price_raw", "true_ctr")
+
+
+def test_values_may_be_read_by_a_feature() -> None:
+    s = _schema(values=("price",))  # feature "price" reads the same column
+    assert s.values == ("price",)
+    assert s.source_columns.count("price") == 1
+
+
+def test_values_as_plain_string_rejected_with_fix() -> None:
+    with _raises("got the string 'price' (write ['price'])"):
+        _schema(values="price")
+
+
+@pytest.mark.parametrize("column", ["click", "buy"])
+def test_value_column_is_a_label(column: str) -> None:
+    with _raises(f"value column {column!r} is the label of task {column!r}"):
+        _schema(values=("price", column))
+
+
+@pytest.mark.parametrize("what", ["group", "sample_weight"])
+def test_value_column_is_group_or_weight(what: str) -> None:
+    with _raises(f"value column 'q' is also the schema's {what} column"):
+        _schema(values=("q",), **{what: "q"})
+
+
+def test_value_columns_repeat_or_empty_rejected() -> None:
+    with _raises("duplicate value column name 'p'"):
+        _schema(values=("p", "p"))
+    with _raises("value column name must be a non-empty string, got ''"):
+        _schema(values=("",))
+
+
+def test_values_round_trip_and_old_dicts_load() -> None:
+    s = dataclasses.replace(_rich_schema(), values=("price", "true_ctr"))
+    d = s.to_dict()
+    assert d["values"] == ["price", "true_ctr"]
+    back = Schema.from_json(s.to_json())
+    assert back == s
+    assert back.values == ("price", "true_ctr")
+    old = _rich_schema().to_dict()
+    del old["values"]  # written before value columns existed
+    assert Schema.from_dict(old) == _rich_schema()
+    assert Schema.from_dict(old).values == ()

@@ -227,19 +227,24 @@ class Task:
 
 @dataclass(frozen=True)
 class Schema:
-    """Features and tasks of one problem, plus optional group (query / user id) and sample-weight columns.
+    """Features and tasks of one problem, plus optional group (query / user id), sample-weight and value columns.
 
     Args:
         features: the input features, in the order of the encoded blocks.
         tasks: the tasks, in the order of the label matrix columns.
         group: column of a query / user / request id (grouped metrics, pairwise baselines); never an input.
         sample_weight: column of per-row loss weights; never an input.
+        values: raw numeric columns carried next to the features but never a model input by themselves
+            (e.g. an item's price for score fusion ``ctr^a * cvr^b * price^c``, or ground truth of a generated
+            data set). A value column may also be read by a feature (price as an input *and* as a raw value),
+            but never be a label, the group or the sample weight. ``Table.values`` holds them unscaled.
     """
 
     features: tuple[Feature, ...]
     tasks: tuple[Task, ...]
     group: str | None = None
     sample_weight: str | None = None
+    values: tuple[str, ...] = ()
     _index: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -296,8 +301,36 @@ class Schema:
                 f"Schema group and sample_weight both name the column {self.group!r}: a query / user id "
                 f"column cannot also hold loss weights; point one of them at another column"
             )
+        self._check_values(labels)
         self._index["features"] = {f.name: f for f in self.features}
         self._index["tasks"] = {t.name: t for t in self.tasks}
+
+    def _check_values(self, labels: Mapping[str, str]) -> None:
+        if isinstance(self.values, str):
+            raise SchemaError(
+                f"Schema values must be a list of column names, got the string {self.values!r} "
+                f"(write [{self.values!r}])"
+            )
+        if self.values is None:
+            object.__setattr__(self, "values", ())
+        try:
+            object.__setattr__(self, "values", tuple(self.values))
+        except TypeError:
+            raise SchemaError(f"Schema values must be a list of column names, got {self.values!r}") from None
+        for column in self.values:
+            _check_name("Schema value column", column)
+            if column in labels:
+                raise SchemaError(
+                    f"Schema value column {column!r} is the label of task {labels[column]!r}: a label "
+                    f"cannot also be a value column; drop it from values"
+                )
+            for what in ("group", "sample_weight"):
+                if column == getattr(self, what):
+                    raise SchemaError(
+                        f"Schema value column {column!r} is also the schema's {what} column; "
+                        f"drop it from values or point {what} at another column"
+                    )
+        _no_duplicates("value column", list(self.values))
 
     # ------------------------------------------------------------------ lookups
     def feature(self, name: str) -> Feature:
@@ -354,9 +387,10 @@ class Schema:
 
     @property
     def source_columns(self) -> tuple[str, ...]:
-        """Every file column this Schema reads (features, labels, group, sample weight), deduplicated."""
+        """Every file column this Schema reads (features, labels, group, sample weight, values), deduplicated."""
         cols = [f.source for f in self.features] + [t.column for t in self.tasks]
         cols += [c for c in (self.group, self.sample_weight) if c is not None]
+        cols += list(self.values)
         return tuple(dict.fromkeys(cols))
 
     def replace_features(self, features: Iterable[Feature]) -> Schema:
@@ -371,14 +405,18 @@ class Schema:
             "tasks": [_to_plain(t) for t in self.tasks],
             "group": self.group,
             "sample_weight": self.sample_weight,
+            "values": list(self.values),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Schema:
-        """Build and validate a Schema from a dict; unknown keys are errors naming the closest key."""
+        """Build and validate a Schema from a dict; unknown keys are errors naming the closest key.
+
+        ``values`` may be absent (dicts written before value columns existed load with none).
+        """
         if not isinstance(data, Mapping):
             raise SchemaError(f"a schema must be a mapping, got {type(data).__name__}")
-        _known_keys("schema", data, ("features", "tasks", "group", "sample_weight"))
+        _known_keys("schema", data, ("features", "tasks", "group", "sample_weight", "values"))
         for key in ("features", "tasks"):
             if key not in data or not isinstance(data[key], list | tuple):
                 raise SchemaError(f"schema needs a list under {key!r}")
@@ -389,6 +427,7 @@ class Schema:
             tasks=tuple(tasks),
             group=data.get("group"),
             sample_weight=data.get("sample_weight"),
+            values=data.get("values") or (),
         )
 
     def to_json(self, indent: int | None = 2) -> str:

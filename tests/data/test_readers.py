@@ -575,3 +575,67 @@ def test_id_names_are_recognised_without_catching_words_ending_in_id(name: str, 
     from mtlkit.data.readers import _looks_like_id
 
     assert _looks_like_id(name) is is_id
+
+
+# ---------------------------------------------------------------------- value columns
+VALUED = Schema(SCHEMA.features, SCHEMA.tasks, values=("price", "cost"))
+
+
+def test_value_columns_read_raw_from_csv_and_parquet(tmp_path: Path) -> None:
+    cost = [0.5, None, 2.5, 3.0, 1e6, 7.0]
+    rows = _with(cost=cost)
+    pq.write_table(pa.table(rows), tmp_path / "train.parquet")
+    expected = np.array(
+        [[np.nan if p is None else p for p in ROWS["price"]], [np.nan if c is None else c for c in cost]],
+        dtype=np.float32,
+    ).T
+    for path in (_csv(tmp_path, rows), tmp_path / "train.parquet"):
+        t = read_table(path, VALUED)
+        assert t.values is not None
+        np.testing.assert_array_equal(t.values.numpy(), expected)
+        assert t.value("cost")[4] == 1e6  # not scaled
+
+
+def test_missing_value_column_names_file_and_column(tmp_path: Path) -> None:
+    path = _csv(tmp_path)
+    with pytest.raises(DataError) as info:
+        read_table(path, VALUED)
+    _says(str(info.value), str(path), "'cost', needed by the schema's values")
+    pq.write_table(pa.table(ROWS), tmp_path / "train.parquet")
+    with pytest.raises(DataError, match="'cost', needed by the schema's values"):
+        read_table(tmp_path / "train.parquet", VALUED)
+
+
+def test_prediction_file_values_optional(tmp_path: Path) -> None:
+    cost_only = Schema(SCHEMA.features, SCHEMA.tasks, values=("cost",))
+    train = read_table(_csv(tmp_path, _with(cost=[1.0] * N)), VALUED)
+    rows = {k: v for k, v in ROWS.items() if k not in ("click", "stars")}
+    kwargs: dict[str, Any] = {"encoders": train.encoders, "require_labels": False}
+    assert read_table(_csv(tmp_path, rows, "none.csv"), cost_only, **kwargs).values is None
+    partial = read_table(_csv(tmp_path, rows, "partial.csv"), VALUED, **kwargs)
+    assert partial.values is not None  # price is there, cost is not
+    assert partial.value("price")[0] == 1.5
+    assert bool(torch.isnan(partial.value("cost")).all())
+    rows["cost"] = [9.0] * N
+    having = read_table(_csv(tmp_path, rows, "some.csv"), cost_only, **kwargs)
+    assert having.values is not None
+    assert having.value("cost").tolist() == [9.0] * N
+
+
+def test_text_in_value_column_names_row(tmp_path: Path) -> None:
+    path = _csv(tmp_path, _with(cost=[1, 2, "cheap", 4, 5, 6]))
+    with pytest.raises(DataError) as info:
+        read_table(path, VALUED)
+    _says(
+        str(info.value),
+        "'cost'",
+        "'cheap'",
+        "row 3 (line 4)",
+        "value columns (schema.values) must be numbers",
+    )
+
+
+def test_schema_yaml_lists_values() -> None:
+    text = schema_yaml(VALUED)
+    assert yaml.safe_load(text)["schema"]["values"] == ["price", "cost"]
+    assert "values" not in yaml.safe_load(schema_yaml(SCHEMA))["schema"]

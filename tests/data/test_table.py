@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -525,3 +526,189 @@ def test_describe_reports_towers() -> None:
     assert d["features"][0]["towers"] == ["click"]
     assert "towers" not in d["features"][1]
     assert d["groups"] is None
+
+
+# ---------------------------------------------------------------------- value columns
+def _valued() -> Table:
+    """The 8-row table with raw value columns ``price`` (also a standardised feature) and ``rid``."""
+    schema = dataclasses.replace(_schema(), values=("price", "rid"))
+    return Table.from_arrow(_arrow(), schema)
+
+
+def test_values_are_read_raw_with_nan() -> None:
+    t = _valued()
+    assert t.values is not None
+    assert t.values.dtype == torch.float32
+    assert t.values.shape == (N, 2)
+    price = np.array([np.nan if v is None else v for v in ROWS["price"]], dtype=np.float32)
+    np.testing.assert_array_equal(t.value("price").numpy(), price)  # not filled, not standardised
+    np.testing.assert_array_equal(t.value("rid").numpy(), np.array(ROWS["rid"], dtype=np.float32))
+    assert not torch.equal(t.numeric[:, 0], torch.nan_to_num(t.value("price")))  # the feature is scaled
+
+
+def test_value_unknown_name_suggests_and_absent_values_explain() -> None:
+    t = _valued()
+    with pytest.raises(SchemaError, match=r"no value column 'prise'.*did you mean 'price'\?"):
+        t.value("prise")
+    bare = Table(t.schema, t.categorical, t.numeric, t.labels)
+    assert bare.values is None
+    with pytest.raises(DataError, match="has no value columns"):
+        bare.value("price")
+    with pytest.raises(SchemaError, match="values are none"):
+        _table().value("price")
+
+
+def test_no_values_in_schema_gives_none() -> None:
+    assert _table().values is None
+
+
+def test_values_follow_rows_through_subset_split_to_and_batches() -> None:
+    t = _valued()
+    sub = t.subset([5, 2, 7])
+    assert sub.values is not None
+    assert sub.value("rid").tolist() == [5.0, 2.0, 7.0]
+    for part in t.split([0.5, 0.5], seed=1):
+        assert part.values is not None
+        assert part.value("rid").tolist() == [float(r) for r in _rids(part)]
+    moved = t.to("cpu")
+    assert moved.values is not None
+    torch.testing.assert_close(moved.values, t.values, equal_nan=True)
+    for shuffle in (True, False):
+        for b in t.batches(3, shuffle=shuffle, seed=4):
+            assert b.values is not None
+            assert b.values[:, 1].tolist() == [float(r) for r in _rids(b)]
+            assert b.to("cpu").values is not None
+
+
+def test_batches_without_values_have_none() -> None:
+    assert all(b.values is None for b in _table().batches(3))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [lambda x: x.double(), lambda x: x[:, :1], lambda x: x[:-1]],
+)
+def test_constructor_rejects_bad_values(change: Any) -> None:
+    t = _valued()
+    assert t.values is not None
+    with pytest.raises(ValueError, match=r"Table\.values must be"):
+        Table(t.schema, t.categorical, t.numeric, t.labels, values=change(t.values))
+
+
+def test_describe_values() -> None:
+    d = _valued().describe()
+    price = [v for v in ROWS["price"] if v is not None]
+    assert d["values"][0] == {
+        "name": "price",
+        "missing": N - len(price),
+        "mean": pytest.approx(np.mean(price)),
+    }
+    assert d["values"][1]["name"] == "rid"
+    assert _table().describe()["values"] == []
+
+
+# ---------------------------------------------------------------------- group-contiguous batches
+def _grouped(n: int, groups: int, seed: int = 0) -> Table:
+    """``n`` rows in ``groups`` interleaved groups (ids drawn at random); numeric column 1 is the row number."""
+    rng = np.random.default_rng(seed)
+    schema = Schema(
+        features=(Feature("c"), Feature("rid", "numeric", standardize=False)),
+        tasks=(Task("y"),),
+        group="g",
+    )
+    arrow = pa.table(
+        {
+            "c": rng.integers(0, 5, size=n),
+            "rid": np.arange(n, dtype=np.float64),
+            "y": rng.integers(0, 2, size=n),
+            "g": rng.integers(0, groups, size=n) * 7 + 3,  # sparse ids
+        }
+    )
+    return Table.from_arrow(arrow, schema)
+
+
+def _runs(ids: list[int]) -> list[int]:
+    """The group id of each run of equal consecutive ids."""
+    return [g for i, g in enumerate(ids) if i == 0 or ids[i - 1] != g]
+
+
+def test_group_batches_off_by_default_and_switchable() -> None:
+    t = _grouped(50, 6)
+    assert t.group_batches is False
+    on = t.with_group_batches(True)
+    assert on.group_batches is True
+    assert on.categorical is t.categorical  # shared, not copied
+    assert on.with_group_batches(False).group_batches is False
+    assert on.subset([3, 1, 2]).group_batches is True
+    assert all(p.group_batches for p in on.split([0.5, 0.5]))
+    assert on.to("cpu").group_batches is True
+    assert t.subset([1, 2]).group_batches is False
+
+
+def test_group_batches_need_groups() -> None:
+    t = _big(20)
+    with pytest.raises(DataError, match=r"need group ids, and this Table has none: set schema\.group"):
+        t.with_group_batches(True)
+    with pytest.raises(ValueError, match="need group ids"):
+        Table(t.schema, t.categorical, t.numeric, t.labels, group_batches=True)
+    assert t.with_group_batches(False).group_batches is False
+
+
+@pytest.mark.parametrize("batch_size", [1, 4, 16, 1000])
+def test_group_batches_keep_groups_contiguous_and_in_order(batch_size: int) -> None:
+    t = _grouped(300, 25).with_group_batches()
+    assert t.groups is not None
+    batches = list(t.batches(batch_size, shuffle=True, seed=5))
+    rids = [r for b in batches for r in _rids(b)]
+    ids = [g for b in batches for g in (b.groups.tolist() if b.groups is not None else [])]
+    assert sorted(rids) == list(range(300))  # every row once
+    assert ids == [int(t.groups[r]) for r in rids]
+    runs = _runs(ids)
+    assert len(runs) == len(set(runs)) == int(t.groups.unique().numel())  # each group visited once
+    for g in set(runs):
+        rows = [r for r, i in zip(rids, ids, strict=True) if i == g]
+        assert rows == sorted(rows)  # table order within a group
+    assert runs != sorted(runs)  # the groups themselves are shuffled
+
+
+def test_group_batches_seeded() -> None:
+    t = _grouped(200, 30).with_group_batches()
+
+    def order(seed: int) -> list[int]:
+        return [r for b in t.batches(16, seed=seed) for r in _rids(b)]
+
+    assert order(1) == order(1)
+    assert order(1) != order(2)
+    assert t.group_order(1).tolist() == order(1)
+
+
+def test_group_order_matches_argsort_of_permuted_ranks() -> None:
+    t = _grouped(500, 40, seed=3)
+    assert t.groups is not None
+    _, inverse = torch.unique(t.groups, return_inverse=True)
+    visit = torch.randperm(int(inverse.max()) + 1, generator=torch.Generator().manual_seed(9))
+    rank = torch.empty_like(visit)
+    rank[visit] = torch.arange(visit.numel())
+    expected = torch.argsort(rank[inverse], stable=True)
+    assert torch.equal(t.group_order(9), expected)
+
+
+def test_group_batches_unshuffled_and_off_are_unchanged() -> None:
+    t = _grouped(100, 10)
+    on = t.with_group_batches()
+    plain = [_rids(b) for b in t.batches(7, shuffle=False)]
+    assert [_rids(b) for b in on.batches(7, shuffle=False)] == plain
+    shuffled = [r for b in t.batches(7, seed=2) for r in _rids(b)]
+    assert shuffled == torch.randperm(100, generator=torch.Generator().manual_seed(2)).tolist()
+
+
+def test_group_batches_drop_last_and_missing_groups() -> None:
+    t = Table.from_arrow(
+        pa.table({"c": [1, 2, 3, 4, 5], "y": [0, 1, 0, 1, 0], "g": ["a", None, "b", None, "a"]}),
+        Schema((Feature("c"),), (Task("y"),), group="g"),
+    ).with_group_batches()
+    order = t.group_order(0).tolist()
+    assert sorted(order) == [0, 1, 2, 3, 4]
+    runs = _runs([int(t.groups[i]) for i in order]) if t.groups is not None else []
+    assert len(runs) == 3  # the two rows without a group form one group
+    assert sum(len(b) for b in t.batches(2, seed=0, drop_last=True)) == 4

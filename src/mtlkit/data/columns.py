@@ -67,6 +67,7 @@ ADVICE = {
     "feature": "or declare the feature categorical.",
     "label": "labels must be numbers (0 / 1 for a binary task, 0..K-1 for a multiclass one).",
     "weight": "sample weights must be numbers >= 0.",
+    "value": "value columns (schema.values) must be numbers (blank for missing).",
 }
 
 
@@ -75,7 +76,7 @@ def to_float(
 ) -> np.ndarray:
     """A float64 array with NaN for missing values; text that is not a number is an error.
 
-    ``role`` (``feature``, ``label`` or ``weight``) picks the advice the error gives.
+    ``role`` (``feature``, ``label``, ``weight`` or ``value``) picks the advice the error gives.
     """
     advice = ADVICE[role]
     array = _combine(array)

@@ -206,7 +206,8 @@ def read_table(
             (as YAML, to ``out`` or stderr) so it can be copied into a config.
         encoders: fitted encoders to apply (validation / test / prediction files); fitted here when None.
         labels: label columns, used only to infer a schema.
-        require_labels: False for prediction files, which may lack label columns.
+        require_labels: False for prediction files, which may lack label, group, weight and value columns
+            (value columns present are still read; ``Table.values`` is None when all are absent).
     """
     if schema is None:
         arrow, origin = read_arrow(path, delimiter=delimiter, column_names=column_names)
@@ -226,7 +227,7 @@ def read_table(
             Origin(str(path)),
             hint=COLUMN_HINT,
         )
-        # label columns a prediction file lacks are left out; those it has are read (and checked)
+        # label / value columns a prediction file lacks are left out; those it has are read (and checked)
         wanted = [c for c in schema.source_columns if c in needed or c in header]
         arrow, origin = read_arrow(path, wanted, delimiter=delimiter, column_names=column_names)
     return Table.from_arrow(arrow, schema, encoders=encoders, origin=origin, require_labels=require_labels)
@@ -369,6 +370,8 @@ def schema_yaml(schema: Schema) -> str:
         body["group"] = schema.group
     if schema.sample_weight:
         body["sample_weight"] = schema.sample_weight
+    if schema.values:
+        body["values"] = list(schema.values)
     return yaml.safe_dump({"schema": body}, sort_keys=False, default_flow_style=None).rstrip()
 
 

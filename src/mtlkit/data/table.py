@@ -6,9 +6,12 @@ A Table keeps
 * ``numeric``: float32 [N, F] filled and scaled values (``Schema.numeric_columns`` names each column),
 * ``labels``: float32 [N, T] one column per task, NaN where a label is missing,
 * ``weights``: optional float32 [N] sample weights, ``groups``: optional int64 [N] query / user ids,
+* ``values``: optional float32 [N, V] raw value columns (``Schema.values``: price, ground truth, ...), never
+  scaled and never a model input, NaN where missing,
 
 plus its Schema (with vocabulary sizes filled in) and the fitted Encoders. ``batches`` slices a permuted index
-with ``index_select``: no per-row Python and no collate function.
+with ``index_select``: no per-row Python and no collate function. With ``group_batches`` (pairwise learning to
+rank) a shuffled epoch permutes whole groups and keeps each group's rows contiguous.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from torch import Tensor
 from mtlkit.data.columns import Origin, check_labels, require_columns, to_float, to_strings
 from mtlkit.data.encoders import Encoders
 from mtlkit.data.split import split_indices
-from mtlkit.errors import DataError
+from mtlkit.errors import DataError, SchemaError, did_you_mean, listing
 from mtlkit.schema import Schema
 
 #: What to do about a column the Schema needs and a file lacks.
@@ -38,8 +41,8 @@ COLUMN_HINT = (
 def needed_columns(schema: Schema, require_labels: bool = True) -> dict[str, str]:
     """Every column ``schema`` reads, mapped to who needs it (``"feature 'age'"``), for error messages.
 
-    Label, group and sample-weight columns are left out when ``require_labels`` is False: prediction files
-    may lack them (those present are still read and checked).
+    Label, group, sample-weight and value columns are left out when ``require_labels`` is False: prediction
+    files may lack them (those present are still read and checked).
     """
     needed = {f.source: f"feature {f.name!r}" for f in schema.features}
     if not require_labels:
@@ -50,6 +53,8 @@ def needed_columns(schema: Schema, require_labels: bool = True) -> dict[str, str
         column = getattr(schema, what)
         if column is not None:
             needed.setdefault(column, f"the schema's {what}")
+    for column in schema.values:
+        needed.setdefault(column, "the schema's values")
     return needed
 
 
@@ -62,6 +67,7 @@ class Batch:
     labels: Tensor
     weights: Tensor | None = None
     groups: Tensor | None = None
+    values: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -76,20 +82,27 @@ class Batch:
             self.labels.to(device, non_blocking=non_blocking),
             move(self.weights),
             move(self.groups),
+            move(self.values),
         )
 
 
 def _batch(tensors: list[Tensor | None]) -> Batch:
-    cat, num, lab, w, g = tensors
+    cat, num, lab, w, g, v = tensors
     if cat is None or num is None or lab is None:
         raise ValueError("a Batch always has categorical, numeric and label tensors")
-    return Batch(cat, num, lab, w, g)
+    return Batch(cat, num, lab, w, g, v)
 
 
 class Table:
     """Column tensors of one data set with its Schema and Encoders.
 
     Build one with :meth:`from_arrow` (or a reader / dataset loader); the constructor checks shapes and types.
+
+    Args:
+        values: raw value columns, one per ``schema.values`` entry; None when the data lacks them
+            (e.g. a prediction file).
+        group_batches: shuffled :meth:`batches` keep each group's rows together (needs ``groups``); see
+            :meth:`with_group_batches`.
     """
 
     def __init__(
@@ -101,6 +114,8 @@ class Table:
         weights: Tensor | None = None,
         groups: Tensor | None = None,
         encoders: Encoders | None = None,
+        values: Tensor | None = None,
+        group_batches: bool = False,
     ) -> None:
         n = int(labels.shape[0])
         expected: dict[str, tuple[Tensor, torch.dtype, tuple[int, ...]]] = {
@@ -112,6 +127,8 @@ class Table:
             expected["weights"] = (weights, torch.float32, (n,))
         if groups is not None:
             expected["groups"] = (groups, torch.int64, (n,))
+        if values is not None:
+            expected["values"] = (values, torch.float32, (n, len(schema.values)))
         for name, (tensor, dtype, shape) in expected.items():
             if tensor.dtype != dtype or tuple(tensor.shape) != shape:
                 raise ValueError(
@@ -128,6 +145,12 @@ class Table:
         self.weights = weights
         self.groups = groups
         self.encoders = encoders
+        self.values = values
+        if group_batches and groups is None:
+            raise ValueError(_NO_GROUPS)
+        self.group_batches = bool(group_batches)
+        # rows sorted by group, rows per group, start of each group in that order (built on first use)
+        self._group_index: tuple[Tensor, Tensor, Tensor] | None = None
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -201,6 +224,7 @@ class Table:
             weights,
             groups,
             encoders,
+            values=_read_values(table, schema, origin),
         )
 
     @classmethod
@@ -241,14 +265,41 @@ class Table:
         """The label column of one task ([N], NaN where missing)."""
         return self.labels[:, self.schema.task_names.index(self.schema.task(task).name)]
 
-    def _tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
-        return self.categorical, self.numeric, self.labels, self.weights, self.groups
+    def value(self, name: str) -> Tensor:
+        """The raw value column ``name`` of ``Schema.values`` ([N] float32, NaN where missing)."""
+        names = self.schema.values
+        if name not in names:
+            raise SchemaError(
+                f"no value column {name!r}{did_you_mean(name, names)}; the schema's values are "
+                f"{listing(names) if names else 'none (add them under schema.values)'}"
+            )
+        if self.values is None:
+            raise DataError(
+                f"this Table has no value columns (its data lacked {listing(names)}); read a file that "
+                f"holds them to use {name!r}"
+            )
+        return self.values[:, names.index(name)]
 
-    def _with(self, tensors: Sequence[Tensor | None]) -> Table:
-        cat, num, lab, w, g = tensors
+    def with_group_batches(self, enabled: bool = True) -> Table:
+        """The same Table (tensors shared, not copied) whose shuffled batches keep groups contiguous.
+
+        For pairwise learning to rank: with ``enabled`` a shuffled epoch visits the groups in a seeded random
+        order, each group's rows together and in their table order; a batch boundary may cut a group.
+        Needs ``groups`` (``Schema.group``).
+        """
+        if enabled and self.groups is None:
+            raise DataError(_NO_GROUPS)
+        return self._with(self._tensors(), group_batches=enabled)
+
+    def _tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None]:
+        return self.categorical, self.numeric, self.labels, self.weights, self.groups, self.values
+
+    def _with(self, tensors: Sequence[Tensor | None], group_batches: bool | None = None) -> Table:
+        cat, num, lab, w, g, v = tensors
         if cat is None or num is None or lab is None:
             raise ValueError("a Table always has categorical, numeric and label tensors")
-        return Table(self.schema, cat, num, lab, w, g, self.encoders)
+        keep = self.group_batches if group_batches is None else group_batches
+        return Table(self.schema, cat, num, lab, w, g, self.encoders, values=v, group_batches=keep)
 
     # ------------------------------------------------------------------ slicing
     def subset(self, index: Tensor | np.ndarray | Sequence[int]) -> Table:
@@ -297,6 +348,8 @@ class Table:
 
         With ``shuffle`` the order is ``torch.randperm(N)`` from a generator seeded with ``seed`` (pass
         ``seed + epoch`` for a new order each epoch); without, batches are contiguous views (no copy).
+        With ``group_batches`` a shuffled order is instead a seeded permutation of the groups, each group's
+        rows contiguous and in table order (see :meth:`group_order`); unshuffled batches are unchanged.
         """
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
@@ -307,11 +360,36 @@ class Table:
             for start in range(0, stop, batch_size):
                 yield _batch([None if t is None else t[start : start + batch_size] for t in tensors])
             return
-        generator = torch.Generator().manual_seed(seed)
-        order = torch.randperm(n, generator=generator).to(self.device)
+        if self.group_batches:
+            order = self.group_order(seed).to(self.device)
+        else:
+            generator = torch.Generator().manual_seed(seed)
+            order = torch.randperm(n, generator=generator).to(self.device)
         for start in range(0, stop, batch_size):
             idx = order[start : start + batch_size]
             yield _batch([None if t is None else t.index_select(0, idx) for t in tensors])
+
+    def group_order(self, seed: int = 0) -> Tensor:
+        """Row order with the groups in a random order (seeded) and each group's rows together, in table order.
+
+        The groups are visited in the order ``torch.randperm(G)`` of a generator seeded with ``seed`` (group
+        ``k`` is the k-th smallest id). Vectorised: the rows are stable-sorted by group once (cached), and each
+        epoch gathers the groups' segments in the permuted order with ``repeat_interleave``. Rows whose group
+        is missing (code -1) form one group.
+        """
+        if self.groups is None:
+            raise DataError(_NO_GROUPS)
+        if self._group_index is None:
+            _, inverse = torch.unique(self.groups.cpu(), return_inverse=True)
+            by_group = torch.argsort(inverse, stable=True)
+            counts = torch.bincount(inverse)
+            self._group_index = (by_group, counts, torch.cumsum(counts, 0) - counts)
+        by_group, counts, starts = self._group_index
+        generator = torch.Generator().manual_seed(seed)
+        visit = torch.randperm(int(counts.numel()), generator=generator)
+        sizes = counts[visit]
+        shift = starts[visit] - (torch.cumsum(sizes, 0) - sizes)  # segment start in by_group - start in order
+        return by_group[torch.repeat_interleave(shift, sizes) + torch.arange(len(self))]
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
         return len(self) // batch_size if drop_last else -(-len(self) // batch_size)
@@ -358,4 +436,39 @@ class Table:
             "tasks": tasks,
             "groups": int(self.groups.unique().numel()) if self.groups is not None else None,
             "sample_weight": self.schema.sample_weight,
+            "values": self._describe_values(),
         }
+
+    def _describe_values(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for j, name in enumerate(self.schema.values):
+            entry: dict[str, Any] = {"name": name}
+            if self.values is None:
+                entry["present"] = False
+            else:
+                col = self.values[:, j].double()
+                known = col[~torch.isnan(col)]
+                entry["missing"] = int(col.numel() - known.numel())
+                entry["mean"] = float(known.mean()) if known.numel() else float("nan")
+            out.append(entry)
+        return out
+
+
+_NO_GROUPS = (
+    "group-contiguous batches need group ids, and this Table has none: set schema.group to the query / user "
+    "/ request id column"
+)
+
+
+def _read_values(table: pa.Table, schema: Schema, origin: Origin) -> Tensor | None:
+    """The raw value columns as float32 [N, V]; NaN for absent columns, None when all are absent."""
+    if not schema.values:
+        return None
+    present = [c for c in schema.values if c in table.column_names]
+    if not present:
+        return None
+    out = np.full((table.num_rows, len(schema.values)), np.nan, dtype=np.float32)
+    for j, column in enumerate(schema.values):
+        if column in table.column_names:
+            out[:, j] = to_float(table.column(column), column, origin, role="value")
+    return torch.from_numpy(out)
