@@ -396,6 +396,15 @@ def _failure(serving: ServingModel, fmt: str, exc: BaseException) -> MtlkitError
     )
 
 
+def _check_failure(serving: ServingModel, fmt: str, exc: BaseException) -> MtlkitError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return MtlkitError(
+        f"the {fmt} export of {type(serving.model).__name__} fails on a batch of {CHECK_ROWS} rows (it was "
+        f"traced with {EXAMPLE_ROWS}): {type(exc).__name__}: {first[:300]}; the model's code depends on the "
+        f"batch size through Python values (see docs/export.md)"
+    )
+
+
 def _max_diff(expected: Mapping[str, Tensor], got: Sequence[Tensor | np.ndarray]) -> float:
     worst = 0.0
     for (name, want), have in zip(expected.items(), got, strict=True):
@@ -418,6 +427,8 @@ def _write_torchscript(serving: ServingModel, path: Path) -> tuple[float, str]:
             traced = torch.jit.trace(
                 traceable(serving, as_dict=True), example, strict=False, check_trace=False
             )
+            # parameters become constants: no autograd graph at serving time, and constants are folded
+            traced = torch.jit.freeze(traced)
         traced.save(str(path))
         loaded = torch.jit.load(str(path))
     except MtlkitError:
@@ -427,7 +438,10 @@ def _write_torchscript(serving: ServingModel, path: Path) -> tuple[float, str]:
     check = _inputs(*example_inputs(serving, CHECK_ROWS, seed=1))
     with torch.no_grad():
         expected = serving.scores(*check)
-        got = loaded(*check)
+        try:
+            got = loaded(*check)
+        except Exception as exc:
+            raise _check_failure(serving, "torchscript", exc) from exc
     if list(got) != list(expected):
         raise MtlkitError(
             f"the TorchScript file returns {list(got)}, expected {list(expected)}; please report it"
@@ -479,7 +493,11 @@ def _write_onnx(serving: ServingModel, path: Path) -> tuple[float, str]:
             f"the ONNX file has outputs {got_names}, expected {list(expected)}; please report it"
         )
     feeds = {name: t.numpy() for name, t in zip(names, check, strict=True)}
-    return _max_diff(expected, session.run(None, feeds)), "onnx.checker and onnxruntime"
+    try:
+        got = session.run(None, feeds)
+    except Exception as exc:
+        raise _check_failure(serving, "onnx", exc) from exc
+    return _max_diff(expected, got), "onnx.checker and onnxruntime"
 
 
 _WRITERS = {"torchscript": _write_torchscript, "onnx": _write_onnx}
@@ -508,14 +526,20 @@ def export_serving(
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     signature_path, encoders_path = companion_paths(out)
+    before = out.stat().st_mtime_ns if out.exists() else None
     start = time.perf_counter()
-    diff, checked_with = _WRITERS[fmt](serving, out)
+    try:
+        diff, checked_with = _WRITERS[fmt](serving, out)
+        if not diff <= TOLERANCE and not np.isnan(diff):
+            raise MtlkitError(
+                f"the {fmt} export of {type(serving.model).__name__} differs from the PyTorch model by {diff:.3g} "
+                f"(tolerance {TOLERANCE:g}) on a batch of {CHECK_ROWS} rows: the export is wrong, please report it"
+            )
+    except MtlkitError:
+        if out.exists() and out.stat().st_mtime_ns != before:
+            out.unlink()  # never leave a file behind that does not reproduce the model
+        raise
     seconds = time.perf_counter() - start
-    if not diff <= TOLERANCE and not np.isnan(diff):
-        raise MtlkitError(
-            f"the {fmt} export of {type(serving.model).__name__} differs from the PyTorch model by {diff:.3g} "
-            f"(tolerance {TOLERANCE:g}) on a batch of {CHECK_ROWS} rows; {out} is not usable, please report it"
-        )
     written_encoders = None
     if encoders is not None:
         encoders_path.write_text(json.dumps(encoders_document(encoders, serving.schema), indent=1))
