@@ -375,6 +375,163 @@ def grouped_roc_auc(
     return float(np.sum(size * auc) / np.sum(size))
 
 
+class GroupedNDCG:
+    """NDCG@k per group (query / user / request), averaged over the groups with a positive ideal DCG
+    (Jarvelin & Kekalainen 2002): DCG@k = sum_{r<k} gain_r / log2(r + 2) over the rows of a group ranked by
+    score (descending), NDCG@k = DCG@k / IDCG@k. Gains are linear (the graded label itself, as
+    ``sklearn.metrics.ndcg_score``), not 2^gain - 1.
+
+    Ties in the score are averaged like sklearn (``ignore_ties=False``): a block of tied rows contributes the
+    mean gain of the block times the sum of the discounts of the positions it spans. Groups whose gains are all
+    zero are left out of the mean (sklearn counts them as 0). Rows with a negative group id (a missing id) are
+    left out.
+
+    The gains and groups are fixed at construction (group layout and ideal DCG computed once), so scoring many
+    candidate rankings of the same rows is cheap and has no loop over groups: when the groups are of similar
+    size (padding at most ``PAD_FACTOR`` times the rows) the scores are scattered into a padded
+    ``[groups, largest group]`` matrix and sorted row-wise; otherwise two stable global sorts (by score, then
+    by group) order the rows.
+
+    Args:
+        gains: ``[N]`` graded relevance, finite and >= 0.
+        groups: ``[N]`` integer group ids.
+        k: cut-off (``None`` = every row of a group).
+    """
+
+    #: The padded layout is used while groups x largest group <= PAD_FACTOR x rows.
+    PAD_FACTOR: ClassVar[int] = 4
+
+    def __init__(self, gains: Tensor, groups: Tensor, k: int | None = None) -> None:
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise ValueError(f"k must be an integer >= 1 or None, got {k!r}")
+        if gains.dim() != 1 or tuple(groups.shape) != tuple(gains.shape):
+            raise ValueError(
+                f"gains and groups must both have shape [N], got {list(gains.shape)} and {list(groups.shape)}"
+            )
+        if groups.is_floating_point():
+            raise ValueError(f"groups must hold integer ids, got dtype {groups.dtype}")
+        gains = gains.detach().to(torch.float64)
+        if not bool(torch.isfinite(gains).all()) or bool((gains < 0).any()):
+            raise ValueError("gains must be finite and >= 0")
+        self.k = k
+        self.rows = int(gains.shape[0])
+        keep = groups >= 0
+        self._keep: Tensor | None = None if bool(keep.all()) else keep
+        if self._keep is not None:
+            groups, gains = groups[keep], gains[keep]
+        device = gains.device
+        n = int(gains.shape[0])
+        _, code, counts = torch.unique(groups, return_inverse=True, return_counts=True)
+        self._groups = code.reshape(-1)
+        self._gains = gains
+        g = int(counts.shape[0])
+        width = int(counts.max()) if g else 0
+        self._padded = g * width <= self.PAD_FACTOR * n + 1024
+        if self._padded:
+            order = torch.sort(self._groups, stable=True).indices
+            starts = torch.cumsum(counts, 0) - counts
+            position = torch.empty(n, dtype=torch.int64, device=device)
+            position[order] = torch.arange(n, device=device) - starts[self._groups[order]]
+            self._shape = (g, width)
+            self._flat = self._groups * width + position
+            self._gain_matrix = torch.zeros(g * width, dtype=torch.float64, device=device)
+            self._gain_matrix[self._flat] = gains
+            self._gain_matrix = self._gain_matrix.view(g, width)
+            self._discount = self._discounts(torch.arange(width, device=device))
+            ideal = torch.sort(self._gain_matrix, dim=1, descending=True).values
+            self._ideal = (ideal * self._discount).sum(1)
+        else:
+            self._ideal = self._global_dcg(gains)
+        self._valid = self._ideal > 0
+
+    def __repr__(self) -> str:
+        return f"GroupedNDCG(rows={self.rows}, groups={self._ideal.shape[0]}, k={self.k})"
+
+    @property
+    def groups_counted(self) -> int:
+        """How many groups enter the mean (those with a positive ideal DCG)."""
+        return int(self._valid.sum())
+
+    def per_group(self, scores: Tensor) -> Tensor:
+        """NDCG@k of every group present (ascending group id), NaN where the ideal DCG is 0."""
+        if tuple(scores.shape) != (self.rows,):
+            raise ValueError(f"scores must have shape [{self.rows}], got {list(scores.shape)}")
+        scores = scores.detach().to(torch.float64)
+        if self._keep is not None:
+            scores = scores[self._keep]
+        dcg = self._padded_dcg(scores) if self._padded else self._global_dcg(scores)
+        return torch.where(self._valid, dcg / self._ideal.clamp_min(1e-300), torch.nan)
+
+    def __call__(self, scores: Tensor) -> float:
+        """The mean NDCG@k over the groups with a positive ideal DCG (NaN when there is none, or a NaN score)."""
+        if not bool(self._valid.any()):
+            return _NAN
+        ndcg = self.per_group(scores)
+        return float(ndcg[self._valid].mean())
+
+    def _discounts(self, rank: Tensor) -> Tensor:
+        discount = 1.0 / torch.log2(rank.to(torch.float64) + 2.0)
+        return discount if self.k is None else torch.where(rank < self.k, discount, 0.0)
+
+    def _padded_dcg(self, scores: Tensor) -> Tensor:
+        g, width = self._shape
+        matrix = torch.full((g * width,), -torch.inf, dtype=torch.float64, device=scores.device)
+        matrix[self._flat] = scores
+        matrix = matrix.view(g, width)
+        top = width if self.k is None else min(self.k + 1, width)
+        if top < width:  # the first k + 1 places decide unless a tie block reaches into them
+            ranked, perm = torch.topk(matrix, top, dim=1)
+            tied = (ranked[:, 1:] == ranked[:, :-1]) & (ranked[:, 1:] > -torch.inf)
+            if not bool(tied.any()):
+                return (self._gain_matrix.gather(1, perm) * self._discount[:top]).sum(1)
+        ranked, perm = torch.sort(matrix, dim=1, descending=True)
+        gain = self._gain_matrix.gather(1, perm)
+        tied = (ranked[:, 1:] == ranked[:, :-1]) & (ranked[:, 1:] > -torch.inf)  # padding has no gain
+        if bool(tied.any()):  # tie blocks: each row gets the mean gain of its block
+            start = torch.ones_like(ranked, dtype=torch.bool)
+            start[:, 1:] = ~tied
+            block = (torch.cumsum(start.view(-1), 0) - 1).view(g, width)
+            blocks = int(block[-1, -1]) + 1
+            zeros = torch.zeros(blocks, dtype=torch.float64, device=scores.device)
+            total = zeros.index_add(0, block.view(-1), gain.view(-1))
+            count = zeros.index_add(0, block.view(-1), torch.ones_like(gain).view(-1))
+            gain = (total / count)[block]
+        return (gain * self._discount).sum(1)
+
+    def _global_dcg(self, scores: Tensor) -> Tensor:
+        n = scores.shape[0]
+        device = scores.device
+        by_score = torch.sort(scores, descending=True, stable=True).indices
+        by_group = torch.sort(self._groups[by_score], stable=True).indices
+        order = by_score[by_group]  # group ascending, score descending
+        g = self._groups[order]
+        s = scores[order]
+        gain = self._gains[order]
+        positions = torch.arange(n, device=device)
+        group_start = torch.ones(n, dtype=torch.bool, device=device)
+        group_start[1:] = g[1:] != g[:-1]
+        first = torch.cummax(torch.where(group_start, positions, 0), dim=0).values
+        discount = self._discounts(positions - first)
+        block_start = group_start.clone()
+        block_start[1:] |= s[1:] != s[:-1]
+        block = torch.cumsum(block_start, 0) - 1
+        blocks = int(block[-1]) + 1 if n else 0
+        zeros = torch.zeros(blocks, dtype=torch.float64, device=device)
+        block_gain = zeros.index_add(0, block, gain)
+        block_count = zeros.index_add(0, block, torch.ones_like(gain))
+        block_discount = zeros.index_add(0, block, discount)
+        group_of_block = torch.cumsum(group_start, 0)[block_start] - 1
+        groups = int(group_of_block[-1]) + 1 if n else 0
+        return torch.zeros(groups, dtype=torch.float64, device=device).index_add(
+            0, group_of_block, block_gain / block_count * block_discount
+        )
+
+
+def grouped_ndcg(scores: Tensor, gains: Tensor, groups: Tensor, k: int | None = None) -> float:
+    """Mean NDCG@k over the groups with a positive ideal DCG; see :class:`GroupedNDCG`."""
+    return GroupedNDCG(gains, groups, k)(scores)
+
+
 class AUC(_Collecting):
     """Exact ROC AUC (Hanley & McNeil 1982, the Mann-Whitney U statistic): the weighted share of
     (positive, negative) pairs ranked correctly, ties counting 1/2; see :func:`roc_auc`.
@@ -630,10 +787,12 @@ __all__ = [
     "MSE",
     "RMSE",
     "Accuracy",
+    "GroupedNDCG",
     "LogLoss",
     "Metric",
     "TaskMetrics",
     "create_metric",
+    "grouped_ndcg",
     "grouped_roc_auc",
     "list_metrics",
     "metric_class",
