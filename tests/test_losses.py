@@ -20,9 +20,11 @@ from mtlkit.losses import (
     Loss,
     LossSet,
     MulticlassFocal,
+    PairwiseLogistic,
     create_loss,
     list_losses,
     loss_class,
+    pairwise_logistic,
     task_losses,
 )
 from mtlkit.schema import LOSSES as SCHEMA_LOSSES
@@ -409,3 +411,101 @@ def test_boundary_hyperparameters_are_accepted() -> None:
     assert repr(Focal(gamma=0, alpha=0)) == "Focal(gamma=0.0, alpha=0.0)"
     assert repr(Focal(alpha=1)) == "Focal(gamma=2.0, alpha=1.0)"
     assert repr(Huber(delta=np.float64(0.5))) == "Huber(delta=0.5)"
+
+
+# ---------------------------------------------------------------------------------------------- pairwise
+def _pairwise_by_loops(
+    s: torch.Tensor, y: list[float], g: list[int] | None, w: list[float] | None, sigma: float = 1.0
+) -> torch.Tensor:
+    """RankNet written as the textbook double loop over ordered pairs (i above j, same group)."""
+    total, count = s.new_zeros(()), 0.0
+    for i in range(len(y)):
+        for j in range(len(y)):
+            same = g is None or g[i] == g[j]
+            if same and not math.isnan(y[i]) and not math.isnan(y[j]) and y[i] > y[j]:
+                p = 1.0 if w is None else w[i] * w[j]
+                total = total + p * torch.log1p(torch.exp(-sigma * (s[i] - s[j])))
+                count += p
+    return total / count if count else s.new_zeros(())
+
+
+PAIR_GRADES = [2.0, 1.0, 0.0, 0.0, 1.0, NAN, 2.0, 0.0, 1.0, 1.0]  # ties and a missing grade
+PAIR_GROUPS = [3, 3, 3, 3, 7, 7, 7, 1, 1, 1]  # groups are not sorted and not contiguous in id
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("sigma", [1.0, 2.5])
+def test_pairwise_logistic_equals_the_double_loop(weighted: bool, sigma: float) -> None:
+    g = _gen(3)
+    w = (torch.rand(10, generator=g) + 0.1).tolist() if weighted else None
+    s1 = (torch.randn(10, generator=g) * 2).requires_grad_()
+    s2 = s1.detach().clone().requires_grad_()
+    order = torch.randperm(10, generator=g)  # the row order of a batch must not matter
+    got = pairwise_logistic(
+        s1[order],
+        torch.tensor(PAIR_GRADES)[order],
+        torch.tensor(PAIR_GROUPS)[order],
+        None if w is None else torch.tensor(w)[order],
+        sigma,
+    )
+    expected = _pairwise_by_loops(s2, PAIR_GRADES, PAIR_GROUPS, w, sigma)
+    torch.testing.assert_close(got, expected)
+    got.backward()
+    expected.backward()
+    assert s1.grad is not None
+    assert s2.grad is not None
+    torch.testing.assert_close(s1.grad, s2.grad)
+    assert float(s1.grad[5]) == 0.0  # the row without a grade is in no pair
+
+
+def test_pairwise_logistic_is_zero_without_pairs() -> None:
+    s = torch.randn(6, generator=_gen(), requires_grad=True)
+    cases = [
+        (
+            torch.tensor([1.0, 1.0, 0.0, 0.0, 2.0, 2.0]),
+            torch.tensor([0, 0, 1, 1, 2, 2]),
+        ),  # ties within groups
+        (torch.tensor([0.0, 1.0, 2.0, 0.0, 1.0, 2.0]), torch.arange(6)),  # one row per group
+        (torch.full((6,), NAN), None),  # nothing labelled
+    ]
+    for grades, groups in cases:
+        loss = pairwise_logistic(s, grades, groups)
+        (grad,) = torch.autograd.grad(loss, s)
+        assert float(loss.detach()) == 0.0
+        assert torch.equal(grad, torch.zeros(6))
+    empty = pairwise_logistic(torch.zeros(0, requires_grad=True), torch.zeros(0))
+    assert float(empty.detach()) == 0.0
+
+
+def test_pairwise_logistic_without_groups_is_one_group_and_per_row_sums_to_it() -> None:
+    s = torch.randn(8, generator=_gen(1))
+    y = torch.tensor([2.0, 0.0, 1.0, 1.0, 0.0, 2.0, 0.0, 1.0])
+    one = pairwise_logistic(s, y, torch.full((8,), 4))
+    torch.testing.assert_close(pairwise_logistic(s, y, None), one)
+    pairs = float((y.unsqueeze(1) > y.unsqueeze(0)).sum())
+    torch.testing.assert_close(PairwiseLogistic()(s, y).sum() / pairs, one)
+
+
+def test_task_losses_pass_groups_to_a_grouped_loss_only() -> None:
+    schema = _schema(Task("rank", "binary"), Task("click", "binary"))
+    g = _gen(2)
+    logits = {"rank": torch.randn(10, generator=g), "click": torch.randn(10, generator=g)}
+    labels = torch.stack([torch.tensor(PAIR_GRADES), torch.randint(0, 2, (10,), generator=g).float()], 1)
+    groups = torch.tensor(PAIR_GROUPS)
+    weights = torch.rand(10, generator=g)
+    losses = LossSet(schema, overrides={"rank": PairwiseLogistic()})
+    out = losses(logits, labels, weights, groups)
+    torch.testing.assert_close(out[0], pairwise_logistic(logits["rank"], labels[:, 0], groups, weights))
+    torch.testing.assert_close(
+        out[1], task_losses(schema, {"click": logits["click"], "rank": logits["rank"]}, labels, weights)[1]
+    )
+    assert float(losses(logits, labels, weights, torch.arange(10))[0]) == 0.0  # every row its own group
+
+
+def test_loss_overrides_are_checked() -> None:
+    with pytest.raises(MtlkitError, match="a loss override given for 'rnak', which is not a task"):
+        LossSet(_schema(Task("rank", "binary")), overrides={"rnak": PairwiseLogistic()})
+    with pytest.raises(MtlkitError, match="task 'time' is regression but its loss override"):
+        LossSet(_schema(Task("time", "regression")), overrides={"time": PairwiseLogistic()})
+    with pytest.raises(ValueError, match=r"sigma must be > 0, got -1\.0"):
+        PairwiseLogistic(sigma=-1.0)
