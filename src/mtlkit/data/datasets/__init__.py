@@ -41,6 +41,7 @@ def _registry() -> dict[str, Loader]:
     from mtlkit.data.datasets.ali_ccp import load_ali_ccp
     from mtlkit.data.datasets.aliexpress import load_aliexpress
     from mtlkit.data.datasets.census_income import load_census_income
+    from mtlkit.data.datasets.funnel import load_funnel
     from mtlkit.data.datasets.synthetic import load_synthetic
 
     entries: list[tuple[str, Loader]] = [
@@ -48,6 +49,7 @@ def _registry() -> dict[str, Loader]:
         ("census_income", load_census_income),
         ("aliexpress", load_aliexpress),
         ("ali_ccp", load_ali_ccp),
+        ("funnel", load_funnel),
     ]
     registry: dict[str, Loader] = {}
     for name, loader in entries:
