@@ -588,7 +588,7 @@ def _lookup(metrics: dict[str, Any], part: str, rest: str, schema: Schema) -> fl
 def _cell(value: float | int | None) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return ""
-    return f"{value:.6g}" if isinstance(value, float) else str(value)
+    return f"{value:.10g}" if isinstance(value, float) else str(value)
 
 
 def _json_default(value: Any) -> Any:
