@@ -266,10 +266,12 @@ def pairwise_logistic(
     if groups is None:
         groups = torch.zeros(n, dtype=torch.int64, device=device)
     order = torch.argsort(groups, stable=True)
-    _, counts = torch.unique_consecutive(groups[order], return_counts=True)
+    sorted_groups = groups[order]
+    # group index of each sorted row (0..G-1) and its slot inside the group: cumulative sums, no repeat_interleave
+    which = torch.cat([sorted_groups.new_zeros(1), torch.cumsum(sorted_groups[1:] != sorted_groups[:-1], 0)])
+    counts = torch.bincount(which)
     size = int(counts.max())
     starts = torch.cumsum(counts, 0) - counts
-    which = torch.repeat_interleave(torch.arange(counts.numel(), device=device), counts)
     slot = torch.arange(n, device=device) - starts[which]
     shape = (int(counts.numel()), size)
     s = scores.new_zeros(shape).index_put((which, slot), scores[order])
