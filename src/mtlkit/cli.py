@@ -2,7 +2,7 @@
 
     mtlkit train CONFIG [--out DIR] [--set key.path=value ...] [--resume | --overwrite]
     mtlkit evaluate DIR [--data FILE]
-    mtlkit predict DIR INPUT OUTPUT
+    mtlkit predict DIR INPUT OUTPUT [--fusion FILE]
     mtlkit data list
     mtlkit data describe NAME [--set key=value ...] [--data-dir DIR] [--json]
     mtlkit data describe FILE.csv|FILE.parquet --label COLUMN [--label ...] [--json]
@@ -82,10 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
     evaluate.set_defaults(handler=_evaluate)
 
-    predict = commands.add_parser("predict", help="add pred_<task> columns to the rows of a file")
+    predict = commands.add_parser(
+        "predict", help="add pred_<task> columns (and the fused score, with a fusion) to the rows of a file"
+    )
     predict.add_argument("run", help="the run folder (with checkpoint.pt)")
     predict.add_argument("input", help="CSV / Parquet file with the feature columns")
     predict.add_argument("output", help="where to write the rows with their predictions (.csv or .parquet)")
+    predict.add_argument(
+        "--fusion",
+        metavar="FILE",
+        help="a fusion JSON (see 'mtlkit fusion search') to fuse the predictions into a score column with, "
+        "instead of the run's fusion.json; value columns such as price are read from INPUT",
+    )
     predict.set_defaults(handler=_predict)
     for module in _command_modules():
         module.register(commands)
@@ -189,15 +197,34 @@ def _predict(args: argparse.Namespace) -> int:
     run = load_run(args.run)
     table = read_for_run(run, args.input, require_labels=False)
     raw, _ = read_arrow(args.input)
+    fusion_file = Path(args.fusion) if args.fusion else run.out_dir / "fusion.json"
+    fusion = None
+    if args.fusion or fusion_file.exists():  # checked before predicting
+        from mtlkit.commands.fusion import fused_scores
+        from mtlkit.fusion import Fusion
+
+        fusion = Fusion.load(fusion_file)
+        fusion.check(run.data_schema, where=str(fusion_file))
+        if "score" in raw.column_names:
+            raise MtlkitError(
+                f"{args.input} already has a column 'score', the name of the fused score; rename that column"
+            )
     predictions = run.task_scores(table)
+    score = (
+        fused_scores(fusion, predictions, raw, args.input, str(fusion_file)) if fusion is not None else None
+    )
     for name, values in predictions.items():
         if values.dim() == 1:
             raw = raw.append_column(f"pred_{name}", pa.array(values.numpy()))
         else:  # multiclass: one probability column per class
             for k in range(values.shape[1]):
                 raw = raw.append_column(f"pred_{name}_{k}", pa.array(values[:, k].numpy()))
+    added = ["pred_" + n for n in predictions]
+    if score is not None:
+        raw = raw.append_column("score", pa.array(score.numpy()))
+        added.append(f"score (fusion {fusion_file})")
     write_table(raw, args.output)
-    print(f"wrote {raw.num_rows:,} rows with {', '.join('pred_' + n for n in predictions)} to {args.output}")
+    print(f"wrote {raw.num_rows:,} rows with {', '.join(added)} to {args.output}")
     return 0
 
 

@@ -445,7 +445,10 @@ class FusionData:
             self.task_kinds.setdefault(task, "binary")
 
     def __len__(self) -> int:
-        return int(next(iter(self.scores.values())).shape[0]) if self.scores else 0
+        for columns in (self.scores, self.labels, self.values):
+            for tensor in columns.values():
+                return int(tensor.shape[0])
+        return 0
 
     @classmethod
     def from_table(cls, table: Table, scores: Mapping[str, Tensor]) -> FusionData:
