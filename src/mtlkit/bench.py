@@ -180,14 +180,26 @@ def plan(
                     ),
                 }
                 data["family"] = {"name": family, "params": family_params}
-                data["training"]["num_threads"] = threads
-                data["training"]["progress"] = False
+                _limit_threads(data, threads)
                 name = f"{family}__{model}__{balancer}__seed{seed}"
                 run_config = RunConfig.from_dict(data, source=f"bench run {name}")
                 specs.append(
                     RunSpec(name, family, model, balancer, seed, out_dir / "runs" / name, run_config)
                 )
     return specs
+
+
+def _limit_threads(data: dict[str, Any], threads: int) -> None:
+    """No progress bars in the logs; torch threads capped at ``threads`` (jobs x threads <= cores).
+
+    The cap goes through the child's environment (``OMP_NUM_THREADS``, which torch reads at start-up), so a run's
+    configuration does not depend on ``--jobs`` and an interrupted run resumes under another ``--jobs``; only an
+    explicit ``training.num_threads`` above the cap is lowered in the configuration.
+    """
+    training = data["training"]
+    training["progress"] = False
+    if training.get("num_threads") is not None and training["num_threads"] > threads:
+        training["num_threads"] = threads
 
 
 def plan_baselines(config: RunConfig, out_dir: Path, seeds: Sequence[int], threads: int) -> list[RunSpec]:
@@ -197,8 +209,7 @@ def plan_baselines(config: RunConfig, out_dir: Path, seeds: Sequence[int], threa
         base = baseline_config(config, seed)
         key = key_of(key_material(base))
         data = base.to_dict()
-        data["training"]["num_threads"] = threads
-        data["training"]["progress"] = False
+        _limit_threads(data, threads)
         run_config = RunConfig.from_dict(data, source=f"bench baseline seed {seed}")
         specs.append(
             RunSpec(
