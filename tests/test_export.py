@@ -34,8 +34,9 @@ ort = pytest.importorskip("onnxruntime", reason="ONNX export needs the 'export' 
 MODELS = list_models()
 
 #: Models exported to ONNX by default (ONNX export takes 1-3 s per model); the others are marked slow. Chosen to
-#: cover the kinds of computation: softmax-gated experts, L0 gates (SNR), extras (ESMM), attention (AITM).
-ONNX_DEFAULT = ("mmoe", "snr_trans", "esmm", "aitm")
+#: cover the kinds of computation: softmax-gated experts (MMoE), extras (ESMM), attention (AITM); mmoe and esmm
+#: also carry a fused score with a value input.
+ONNX_DEFAULT = ("mmoe", "esmm", "aitm")
 
 SCHEMA = Schema(
     (
@@ -383,3 +384,83 @@ def test_cli_folder_without_checkpoint_is_an_error(
 ) -> None:
     assert main(["export", str(tmp_path), "--format", "onnx"]) == 2
     assert "no checkpoint at" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------- families, fusion
+def test_a_single_score_family_exports_every_task_and_gives_score_to_the_fusion(tmp_path: Path) -> None:
+    """sample_weighting trains one model on 'any action' and scores every task with it (plus ``score``);
+    with a fusion, ``score`` is the fused score instead."""
+    from mtlkit.families import create_family
+
+    schema = Schema(SCHEMA.features, (Task("click"), Task("purchase", depends_on="click")))
+    family = create_family("sample_weighting", schema, actions={"purchase": 1.0, "click": 0.2})
+    torch.manual_seed(0)
+    model = create_model("mmoe", family.training_schema)  # type: ignore[attr-defined]
+    cat, num, price = _inputs(ROWS)
+    with torch.no_grad():
+        single = torch.sigmoid(next(iter(model.eval().compute(cat, num).logits.values())))
+    plain = export_serving(ServingModel(model, family), "torchscript", tmp_path / "plain.pt")
+    assert plain.outputs == ("click", "purchase", "score")
+    got = dict(torch.jit.load(str(plain.path))(cat, num).items())
+    for name in ("click", "purchase", "score"):
+        torch.testing.assert_close(got[name], single, atol=1e-5, rtol=0)
+
+    def fuse(scores: Mapping[str, Tensor], values: Mapping[str, Tensor]) -> Tensor:
+        return scores["click"] * values["price"]
+
+    serving = ServingModel(model, family, fuse, ("price",))
+    fused = export_serving(serving, "onnx", tmp_path / "fused.onnx")
+    assert fused.outputs == ("click", "purchase", "score")
+    session = ort.InferenceSession(str(fused.path), providers=["CPUExecutionProvider"])
+    outs = session.run(None, {"categorical": cat.numpy(), "numeric": num.numpy(), "values": price.numpy()})
+    got = dict(zip(fused.outputs, outs, strict=True))
+    torch.testing.assert_close(torch.from_numpy(got["purchase"]), single, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.from_numpy(got["score"]), single * price[:, 0], atol=1e-5, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("kind", "weights", "values", "fmt"),
+    [
+        ("product", {"click": 1.0, "purchase": 0.5}, {"price": 0.3}, "torchscript"),
+        # no value columns: the case where onnxruntime read uninitialised memory (see export._fused_score)
+        ("weighted_sum", {"click": 1.0, "purchase": 2.0, "dwell": 0.1}, {}, "onnx"),
+        pytest.param(
+            "product", {"click": 1.0, "purchase": 0.5}, {"price": 0.3}, "onnx", marks=pytest.mark.slow
+        ),
+        pytest.param("weighted_sum", {"click": 1.0, "dwell": 0.1}, {}, "torchscript", marks=pytest.mark.slow),
+    ],
+)
+def test_the_runs_fusion_is_exported_as_score(
+    kind: str, weights: dict[str, float], values: dict[str, float], fmt: str, tmp_path: Path
+) -> None:
+    fusion_module = pytest.importorskip("mtlkit.fusion", reason="mtlkit.fusion is not in this checkout yet")
+    fusion = fusion_module.Fusion(kind, weights, values)
+    model = _model("esmm")
+    serving = ServingModel(model, MTL(SCHEMA), fusion, fusion.value_columns)
+    result = export_serving(serving, fmt, tmp_path / f"m.{fmt}")
+    assert result.inputs == (("categorical", "numeric", "values") if values else ("categorical", "numeric"))
+    cat, num, price = _inputs(ROWS)
+    with torch.no_grad():
+        out = model.eval().compute(cat, num)
+    probs = {t: torch.sigmoid(out.logits[t]) for t in ("click", "purchase")} | {"dwell": out.logits["dwell"]}
+    expected = fusion(probs, {"price": price[:, 0]} if values else {}).float()
+    if fmt == "torchscript":
+        args = (cat, num, price) if values else (cat, num)
+        score = torch.jit.load(str(result.path))(*args)["score"]
+    else:
+        session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+        feeds = {"categorical": cat.numpy(), "numeric": num.numpy()}
+        if values:
+            feeds["values"] = price.numpy()
+        score = torch.from_numpy(session.run(["score"], feeds)[0])
+    torch.testing.assert_close(score, expected, atol=1e-5, rtol=1e-5)
+    signature = json.loads(result.signature_path.read_text())
+    assert signature["output_order"][-1] == "score"
+    if values:
+        assert signature["inputs"][2] == {
+            "name": "values",
+            "dtype": "float32",
+            "shape": ["batch", 1],
+            "columns": ["price"],
+            "meaning": "raw (unscaled) value columns the fused score reads",
+        }

@@ -106,10 +106,10 @@ class ServingModel(nn.Module):
         cat, num, values = example_inputs(self, EXAMPLE_ROWS)
         with torch.no_grad():
             names = list(self.scores(cat, num, values))
-        if fusion is not None and SCORE in names[:-1]:
+        if fusion is not None and SCORE in family.schema.task_names:
             raise MtlkitError(
-                f"the run has a task or output named {SCORE!r}, which is also the name of the fused score: "
-                f"exported outputs need unique names; rename the task (Task.name, keep Task.label) and retrain"
+                f"the run has a task named {SCORE!r}, which is also the name of the fused score: exported "
+                f"outputs need unique names; rename the task (Task.name, keep Task.label) and retrain"
             )
         self.output_names: tuple[str, ...] = tuple(names)
 
@@ -146,8 +146,32 @@ class ServingModel(nn.Module):
                         f"this model needs the values input (columns {list(self.value_columns)})"
                     )
                 columns = {c: values[:, j] for j, c in enumerate(self.value_columns)}
-            ordered[SCORE] = self.fusion(ordered, columns).float()
+            fused = _fused_score(self.fusion, ordered, columns).float()
+            # a family's own single score (sample_weighting, pairwise_ltr: the same tensor as every task's
+            # output) gives way to the fused score, as in mtlkit predict's score column
+            ordered.pop(SCORE, None)
+            ordered[SCORE] = fused
         return ordered
+
+
+def _fused_score(fusion: ScoreFusion, scores: Mapping[str, Tensor], values: Mapping[str, Tensor]) -> Tensor:
+    """``fusion(scores, values)``; for an :class:`mtlkit.fusion.Fusion` without value columns, the same formula
+    without its empty value term.
+
+    ``Fusion`` adds ``features(values [B, 0]) @ weights [0]``, which onnxruntime 1.31 computes from uninitialised
+    memory (a MatMul with an empty inner dimension gave -inf in some rows), so that term is left out here.
+    """
+    try:
+        from mtlkit.fusion import Fusion, fusion_kind
+    except ImportError:  # a checkout without mtlkit.fusion: only duck-typed fusions exist
+        return fusion(scores, values)
+    if not isinstance(fusion, Fusion) or fusion.value_columns:
+        return fusion(scores, values)
+    kind = fusion_kind(fusion.kind)
+    p = torch.stack([scores[t].reshape(-1) for t in fusion.tasks], dim=1)
+    features, _ = kind.features(p, p[:, :0], fusion.eps)
+    weights = torch.tensor(list(fusion.weights.values()), dtype=features.dtype, device=features.device)
+    return kind.output(features @ weights)
 
 
 class _Traced(nn.Module):
@@ -241,6 +265,8 @@ def signature(serving: ServingModel, fmt: str, model_file: str, encoders_file: s
         }
         if name == SCORE and serving.fusion is not None:
             entry["meaning"] = "fused ranking score (fusion.json)"
+        elif name == SCORE:
+            entry["meaning"] = "the family's one ranking score (the same values as each task's output)"
         elif name in kinds:
             task = kinds[name]
             entry["task_kind"] = task.kind
