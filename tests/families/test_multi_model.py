@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,13 +10,11 @@ import torch
 
 from mtlkit import Feature, MtlkitError, Schema, Task
 from mtlkit.balancing import create_balancer
-from mtlkit.cli import main
 from mtlkit.data.table import Table
 from mtlkit.families import create_family
 from mtlkit.families.base import relabel
 from mtlkit.families.multi_model import MultiModel
 from mtlkit.models import create_model
-from mtlkit.training.run import build_splits, evaluate_run, load_config, load_run
 from mtlkit.training.trainer import Trainer, TrainingOptions
 
 SCHEMA = Schema(
@@ -76,21 +72,3 @@ def test_joint_training_equals_each_network_trained_alone(funnel: Table) -> None
             torch.testing.assert_close(trained[key], value, rtol=1e-5, atol=1e-6)
             moved += int(not torch.equal(value, start[key]))
     assert moved == len(joint.state_dict())  # every parameter trained (the comparison is not vacuous)
-
-
-def test_train_replaces_the_model_and_writes_per_task_metrics(
-    funnel_config: Callable[..., Path], tmp_path: Path
-) -> None:
-    config = funnel_config(balancer={"name": "pcgrad"})
-    out = tmp_path / "run"
-    args = ["train", str(config), "--out", str(out), "--set", "family.name=multi_model"]
-    args += ["--set", "family.params.model_params={bottom_sizes: [16], tower_sizes: [8]}"]
-    assert main(args) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["test"]) == {"click", "conversion", "mean"}
-    assert metrics["test"]["click"]["auc"] > 0.75
-    assert "family multi_model" in metrics["note"]
-    run = load_run(out, device="cpu")
-    assert type(run.trainer.model).__name__ == "SingleTask"
-    again = evaluate_run(run, build_splits(load_config(out / "config.yaml")).test)
-    assert again == metrics["test"]
