@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pyarrow as pa
 import pytest
 import torch
@@ -28,8 +29,6 @@ from mtlkit.export import (
 from mtlkit.families.base import MTL
 from mtlkit.models import MultiTaskModel, create_model, list_models
 from mtlkit.models.base import Output
-
-ort = pytest.importorskip("onnxruntime", reason="ONNX export needs the 'export' extra (onnxruntime)")
 
 MODELS = list_models()
 
@@ -433,8 +432,9 @@ def test_a_single_score_family_exports_every_task_and_gives_score_to_the_fusion(
 def test_the_runs_fusion_is_exported_as_score(
     kind: str, weights: dict[str, float], values: dict[str, float], fmt: str, tmp_path: Path
 ) -> None:
-    fusion_module = pytest.importorskip("mtlkit.fusion", reason="mtlkit.fusion is not in this checkout yet")
-    fusion = fusion_module.Fusion(kind, weights, values)
+    from mtlkit.fusion import Fusion
+
+    fusion = Fusion(kind, weights, values)
     model = _model("esmm")
     serving = ServingModel(model, MTL(SCHEMA), fusion, fusion.value_columns)
     result = export_serving(serving, fmt, tmp_path / f"m.{fmt}")
@@ -464,3 +464,39 @@ def test_the_runs_fusion_is_exported_as_score(
             "columns": ["price"],
             "meaning": "raw (unscaled) value columns the fused score reads",
         }
+
+
+def test_cli_exports_the_runs_fusion_json_as_score(trained_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from mtlkit.fusion import Fusion
+    from mtlkit.training.run import build_splits, load_run
+
+    run_dir = tmp_path / "fused"
+    shutil.copytree(trained_run, run_dir, ignore=shutil.ignore_patterns("export"))
+    fusion = Fusion("product", {"y1": 1.0, "y2": 0.5})
+    fusion.save(run_dir / "fusion.json")
+    assert main(["export", str(run_dir), "--format", "torchscript"]) == 0
+    run = load_run(run_dir, device="cpu")
+    valid = build_splits(run.config).valid
+    predictions = run.task_scores(valid)
+    expected = {**predictions, "score": fusion(predictions, {}).float()}  # what mtlkit predict writes
+    scripted = torch.jit.load(str(run_dir / "export" / "model.pt"))(valid.categorical, valid.numeric)
+    _close(dict(scripted.items()), expected)
+    signature = json.loads((run_dir / "export" / "model.pt.signature.json").read_text())
+    assert signature["fusion"] == repr(fusion)
+
+
+def test_cli_fusion_json_naming_an_unknown_task_is_an_error(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    run_dir = tmp_path / "bad"
+    shutil.copytree(trained_run, run_dir, ignore=shutil.ignore_patterns("export"))
+    (run_dir / "fusion.json").write_text(json.dumps({"kind": "product", "weights": {"y3": 1.0}}))
+    assert main(["export", str(run_dir), "--format", "torchscript"]) == 2
+    err = capsys.readouterr().err
+    assert "no task 'y3'" in err
+    assert str(run_dir / "fusion.json") in err
+    assert not (run_dir / "export" / "model.pt").exists()

@@ -589,36 +589,25 @@ def export_serving(
 
 
 # ------------------------------------------------------------------------------------------- runs
-def _fusion_of(run_dir: Path) -> tuple[ScoreFusion | None, tuple[str, ...]]:
-    """The run's fusion (``fusion.json``) and the raw value columns it reads, or (None, ())."""
+def _fusion_of(run_dir: Path, data_schema: Schema) -> tuple[ScoreFusion | None, tuple[str, ...]]:
+    """The run's fusion (``fusion.json``, checked against the data set's tasks) and the raw value columns it
+    reads, or (None, ())."""
     path = run_dir / "fusion.json"
     if not path.exists():
         return None, ()
-    try:
-        from mtlkit.fusion import Fusion
-    except ImportError:
-        raise MtlkitError(
-            f"{path} exists but this mtlkit has no mtlkit.fusion module to read it; update mtlkit, or move the "
-            f"file away to export the per-task outputs only"
-        ) from None
-    fusion: Any = Fusion.load(path)
-    return fusion, tuple(_value_columns(fusion))
+    from mtlkit.fusion import Fusion
 
-
-def _value_columns(fusion: Any) -> Sequence[str]:
-    for attribute in ("value_columns", "values"):
-        columns = getattr(fusion, attribute, None)
-        if columns is not None and not callable(columns):
-            return list(columns.keys()) if isinstance(columns, Mapping) else list(columns)
-    return []
+    fusion = Fusion.load(path)
+    fusion.check(data_schema, where=str(path))
+    return fusion, fusion.value_columns
 
 
 def serving_model(run_dir: str | Path) -> tuple[ServingModel, Encoders]:
-    """The :class:`ServingModel` of a run folder (on the CPU) and the run's fitted encoders."""
+    """The :class:`ServingModel` of a run folder (on the CPU, with its fusion) and the run's fitted encoders."""
     from mtlkit.training.run import load_run
 
     run = load_run(run_dir, device="cpu")
-    fusion, value_columns = _fusion_of(Path(run_dir))
+    fusion, value_columns = _fusion_of(Path(run_dir), run.data_schema)
     model = run.trainer.model
     assert isinstance(model, MultiTaskModel)
     return ServingModel(model, run.family, fusion, value_columns), run.encoders
