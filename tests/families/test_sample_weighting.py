@@ -155,3 +155,20 @@ def test_train_writes_metrics_of_the_original_tasks(
     table = pacsv.read_csv(predicted)
     assert table.column("pred_click").to_pylist() == table.column("pred_conversion").to_pylist()
     assert table.column("pred_score").to_pylist() == table.column("pred_click").to_pylist()
+
+
+def test_monitoring_a_data_set_task_the_family_does_not_train_is_a_clear_error(
+    funnel_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    training = {
+        "epochs": 1,
+        "progress": False,
+        "device": "cpu",
+        "early_stopping": {"monitor": "valid.click.auc"},
+    }
+    config = funnel_config(training=training)
+    args = ["train", str(config), "--out", str(tmp_path / "run"), "--set", "family.name=sample_weighting"]
+    assert main([*args, "--set", "family.params.actions={click: 1.0}"]) == 2
+    error = capsys.readouterr().err
+    assert "early stopping cannot watch 'click'" in error
+    assert "monitor 'valid.mean.auc'" in error

@@ -120,6 +120,19 @@ def family_metrics(trainer: Trainer, family: Family, table: Table) -> dict[str, 
     return task_metrics(family.schema, family.task_scores(trainer.predict(table)), table)
 
 
+def _check_family_monitor(config: RunConfig, data_schema: Schema, schema: Schema) -> None:
+    """A monitor naming a data set task that the family does not train on is an error that says what to use."""
+    task = config.training.early_stopping.task
+    if task in data_schema.task_names and task not in schema.task_names:
+        metric = config.training.early_stopping.metric
+        raise MtlkitError(
+            f"training.early_stopping.monitor {config.training.early_stopping.monitor!r}: family "
+            f"{config.family.name!r} trains on {', '.join(repr(t) for t in schema.task_names)} instead of the data "
+            f"set's tasks, so early stopping cannot watch {task!r}; monitor 'valid.mean.{metric}' (metrics.json "
+            f"still reports every data set task)"
+        )
+
+
 @dataclass
 class RunResult:
     out_dir: Path
@@ -160,6 +173,7 @@ def train_run(
     data_splits = build_splits(config)
     family = create_family(config.family.name, data_splits.schema, **dict(config.family.params))
     splits = family.training_splits(data_splits)
+    _check_family_monitor(config, data_splits.schema, splits.schema)
     check_monitor(config, splits.schema)
     model = build_model(config, splits.schema, family)
     balancer = build_balancer(config, splits.schema, family)
