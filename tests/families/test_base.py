@@ -94,3 +94,16 @@ def test_a_family_parameter_error_names_the_family_and_the_value() -> None:
         Exception, match=r"family 'sample_weighting': actions\['click'\] must be a finite weight"
     ):
         create_family("sample_weighting", schema, actions={"click": float("inf")})
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_training_splits_use_the_declared_training_schema(family: str) -> None:
+    splits = load_dataset("funnel", **{**FUNNEL, "impressions": 1000})
+    made = create_family(family, splits.schema, **FAMILIES[family])
+    out = made.training_splits(splits)
+    assert out.schema == made.training_schema
+    for part, original in zip(out.parts().values(), splits.parts().values(), strict=True):
+        assert part.schema == made.training_schema
+        assert len(part) == len(original)
+        assert torch.equal(part.categorical, original.categorical)
+    assert made.schema == splits.schema

@@ -35,6 +35,8 @@ class Family:
 
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
+        #: the Schema the model trains on (the data set's own unless a family derives other tasks)
+        self.training_schema = schema
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
