@@ -12,6 +12,7 @@ import yaml
 
 from mtlkit.cli import main
 from mtlkit.data.datasets import load_dataset
+from mtlkit.errors import MtlkitError
 from mtlkit.families import create_family, list_families
 from mtlkit.families.base import as_logits, task_metrics
 from mtlkit.training.run import build_splits, evaluate_run, load_config, load_run
@@ -91,7 +92,7 @@ def test_every_family_trains_on_the_funnel_and_reports_the_original_tasks(
 def test_a_family_parameter_error_names_the_family_and_the_value() -> None:
     schema = load_dataset("funnel", **FUNNEL).schema
     with pytest.raises(
-        Exception, match=r"family 'sample_weighting': actions\['click'\] must be a finite weight"
+        MtlkitError, match=r"family 'sample_weighting': actions\['click'\] must be a finite number"
     ):
         create_family("sample_weighting", schema, actions={"click": float("inf")})
 

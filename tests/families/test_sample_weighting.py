@@ -102,7 +102,7 @@ def test_task_scores_give_every_task_the_one_score() -> None:
     [
         ({}, "actions must map tasks"),
         ({"actions": {"purchase": 1.0}}, "'purchase', which is not a task"),
-        ({"actions": {"click": 0.0}}, r"actions\['click'\] must be a finite weight > 0, got 0.0"),
+        ({"actions": {"click": 0.0}}, r"actions\['click'\] must be a finite number > 0, got 0.0"),
         (
             {"actions": {"click": 1.0}, "negative_weight": -1.0},
             "negative_weight must be a finite number > 0, got -1.0",

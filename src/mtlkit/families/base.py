@@ -7,6 +7,7 @@ one derived task) and :func:`relabel` (a Table with other labels and weights, th
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -68,6 +69,18 @@ class MTL(Family):
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+def positive_number(what: str, value: object) -> float:
+    """``value`` as a float when it is a finite number > 0; else a ValueError echoing it."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"{what} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
 def check_actions(family: str, schema: Schema, actions: list[str], what: str) -> None:
     """Every name in ``actions`` is a binary task of ``schema``, none repeated, at least one."""
     if not actions:

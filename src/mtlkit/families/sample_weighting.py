@@ -16,7 +16,15 @@ from torch import Tensor
 
 from mtlkit.data.datasets import Splits
 from mtlkit.data.table import Table
-from mtlkit.families.base import Family, action_matrix, check_actions, derived_schema, relabel, same_score
+from mtlkit.families.base import (
+    Family,
+    action_matrix,
+    check_actions,
+    derived_schema,
+    positive_number,
+    relabel,
+    same_score,
+)
 from mtlkit.schema import Schema, Task
 
 #: The derived task's name and its weight column (never read from a file: the Tables are built in memory).
@@ -34,8 +42,10 @@ class SampleWeighting(Family):
     ``negative_weight`` for a negative row; times the data set's own sample weight when it has one. Taking the
     maximum needs no action order and equals "the deepest action decides" whenever deeper actions weigh more.
 
-    ``task_scores`` gives every original task the same score ``P(any)``, so each task's AUC measures how well
-    the one score ranks that task, plus ``score``.
+    The derived validation split carries the same weights, so early stopping watches the weighted metric of
+    ``any`` (the quantity trained for). ``task_scores`` gives every original task the same score ``P(any)``, so
+    each task's AUC (reported with the data set's own weights) measures how well the one score ranks that task;
+    plus ``score``.
 
     Args:
         actions: task -> weight of a positive row whose heaviest action is that task (> 0), e.g.
@@ -56,23 +66,9 @@ class SampleWeighting(Family):
                 f"actions must map tasks to weights, e.g. {{conversion: 1.0, click: 0.2}}, got {actions!r}"
             )
         check_actions("sample_weighting", schema, list(actions), "actions")
-        for name, weight in actions.items():
-            if (
-                isinstance(weight, bool)
-                or not isinstance(weight, int | float)
-                or not math.isfinite(weight)
-                or weight <= 0
-            ):
-                raise ValueError(f"actions[{name!r}] must be a finite weight > 0, got {weight!r}")
-        if (
-            isinstance(negative_weight, bool)
-            or not isinstance(negative_weight, int | float)
-            or not math.isfinite(negative_weight)
-            or negative_weight <= 0
-        ):
-            raise ValueError(f"negative_weight must be a finite number > 0, got {negative_weight!r}")
-        self.actions = {name: float(weight) for name, weight in actions.items()}
-        self.negative_weight = float(negative_weight)
+        weights = {name: positive_number(f"actions[{name!r}]", weight) for name, weight in actions.items()}
+        self.negative_weight = positive_number("negative_weight", negative_weight)
+        self.actions = weights
         self.training_schema = derived_schema(schema, Task(TASK, "binary"), sample_weight=WEIGHT_COLUMN)
 
     def __repr__(self) -> str:
