@@ -26,7 +26,7 @@ def _splits(seed: int = 0, impressions: int = 30_000) -> Splits:
 
 @cache
 def _raw(seed: int = 0) -> dict[str, np.ndarray]:
-    return generate_funnel(100_000, users=5_000, items=1_000, seed=seed).columns
+    return generate_funnel(50_000, users=5_000, items=1_000, seed=seed).columns
 
 
 def _ndcg(scores: np.ndarray, gains: np.ndarray, groups: np.ndarray) -> float:
@@ -48,16 +48,17 @@ def test_registered() -> None:
 
 @pytest.mark.parametrize(("ctr", "cvr"), [(0.05, 0.1), (0.2, 0.03)])
 def test_rates_hit_targets(ctr: float, cvr: float) -> None:
-    c = generate_funnel(100_000, users=5_000, items=1_000, ctr=ctr, cvr=cvr, seed=1).columns
+    n = 50_000
+    c = generate_funnel(n, users=5_000, items=1_000, ctr=ctr, cvr=cvr, seed=1).columns
     # expected rates are exact up to float32 rounding (the solved intercepts) ...
     assert c["true_ctr"].astype(np.float64).mean() == pytest.approx(ctr, rel=1e-4)
     expected_cvr = (c["true_ctr"].astype(np.float64) * c["true_cvr"]).sum() / c["true_ctr"].sum()
     assert expected_cvr == pytest.approx(cvr, rel=1e-4)
     # ... and the realised ones are within 5 binomial standard errors
     clicks = c["click"].sum()
-    assert abs(c["click"].mean() - ctr) < 5 * np.sqrt(ctr * (1 - ctr) / 100_000)
+    assert abs(c["click"].mean() - ctr) < 5 * np.sqrt(ctr * (1 - ctr) / n)
     assert abs(c["conversion"].sum() / clicks - cvr) < 5 * np.sqrt(cvr * (1 - cvr) / clicks)
-    assert abs(c["conversion"].mean() - ctr * cvr) < 5 * np.sqrt(ctr * cvr / 100_000)
+    assert abs(c["conversion"].mean() - ctr * cvr) < 5 * np.sqrt(ctr * cvr / n)
 
 
 def test_default_overall_conversion_rate_is_under_one_percent() -> None:
@@ -83,7 +84,7 @@ def test_true_probabilities_predict_the_labels() -> None:
 
 def test_tasks_related_but_not_identical() -> None:
     def corr(shared: float) -> float:
-        c = generate_funnel(50_000, users=2_000, items=500, shared=shared, seed=2).columns
+        c = generate_funnel(20_000, users=2_000, items=500, shared=shared, seed=2).columns
         logit = [np.log(c[k] / (1 - c[k])) for k in ("true_ctr", "true_cvr")]
         return float(np.corrcoef(*logit)[0, 1])
 
