@@ -470,22 +470,28 @@ class FusionData:
 def _auc_columns(score: np.ndarray, positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
     """Exact ROC AUC (ties count 1/2) of one score ``[N]`` against several label columns at once.
 
-    ``positive`` / ``negative``: float64 ``[T, N]`` weights (1/0; both 0 for a missing label). One sort of the
-    score (numpy's SIMD quicksort, several times faster than ``torch.sort`` on a CPU), then cumulative sums read
-    at the ends of the tie blocks: sum_k P_k (N_<k + N_k / 2) / (P N), the same value as
-    :func:`mtlkit.metrics.roc_auc` per column (NaN for a column with one class only).
+    ``positive`` / ``negative``: boolean ``[T, N]`` (both False for a missing label). One sort of the score
+    (numpy's SIMD quicksort, several times faster than ``torch.sort`` on a CPU), then cumulative counts:
+    sum_k P_k (N_<k + N_k / 2) / (P N) over the tie blocks k, the same value as :func:`mtlkit.metrics.roc_auc`
+    per column (NaN for a column with one class only). Without ties a block is a row and the ends need no lookup.
     """
     order = np.argsort(score)
     s = score[order]
-    last = np.flatnonzero(np.append(s[1:] != s[:-1], True))
-    cum_pos = np.take(np.cumsum(np.take(positive, order, axis=1), axis=1), last, axis=1)
-    cum_neg = np.take(np.cumsum(np.take(negative, order, axis=1), axis=1), last, axis=1)
-    block_pos = np.diff(cum_pos, axis=1, prepend=0.0)
-    block_neg = np.diff(cum_neg, axis=1, prepend=0.0)
-    total = cum_pos[:, -1] * cum_neg[:, -1]
+    distinct = s[1:] != s[:-1]
+    pos = np.take(positive, order, axis=1)
+    cum_neg = np.cumsum(np.take(negative, order, axis=1), axis=1, dtype=np.int64)
+    total = pos.sum(axis=1, dtype=np.int64).astype(np.float64) * cum_neg[:, -1]
+    if bool(distinct.all()):
+        correct = np.where(pos, cum_neg, 0).sum(axis=1, dtype=np.int64).astype(np.float64)
+    else:
+        last = np.flatnonzero(np.append(distinct, True))
+        cum_pos = np.take(np.cumsum(pos, axis=1, dtype=np.int64), last, axis=1)
+        ends = np.take(cum_neg, last, axis=1)
+        block_pos = np.diff(cum_pos, axis=1, prepend=0).astype(np.float64)
+        block_neg = np.diff(ends, axis=1, prepend=0).astype(np.float64)
+        correct = (block_pos * (ends - 0.5 * block_neg)).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        auc = (block_pos * (cum_neg - 0.5 * block_neg)).sum(axis=1) / total
-    return np.where(total > 0, auc, np.nan)
+        return np.where(total > 0, correct / total, np.nan)
 
 
 class _AUCs:
@@ -494,8 +500,8 @@ class _AUCs:
     def __init__(self, data: FusionData, tasks: Sequence[str]) -> None:
         self.tasks = tuple(tasks)
         labels = np.stack([data.labels[t].detach().cpu().numpy().astype(np.float64) for t in self.tasks])
-        self.positive = (labels == 1).astype(np.float64)
-        self.negative = (labels == 0).astype(np.float64)
+        self.positive = labels == 1
+        self.negative = labels == 0
 
     def __call__(self, score: Tensor) -> dict[str, float]:
         array = score.detach().cpu().numpy().astype(np.float64, copy=False)

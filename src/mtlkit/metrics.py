@@ -443,6 +443,11 @@ class GroupedNDCG:
         else:
             self._ideal = self._global_dcg(gains)
         self._valid = self._ideal > 0
+        counted = int(self._valid.sum())
+        # mean over the counted groups of DCG / IDCG as one dot product with these weights
+        self._mean_weights = torch.where(self._valid, 1.0 / self._ideal.clamp_min(1e-300), 0.0) / max(
+            counted, 1
+        )
 
     def __repr__(self) -> str:
         return f"GroupedNDCG(rows={self.rows}, groups={self._ideal.shape[0]}, k={self.k})"
@@ -454,20 +459,22 @@ class GroupedNDCG:
 
     def per_group(self, scores: Tensor) -> Tensor:
         """NDCG@k of every group present (ascending group id), NaN where the ideal DCG is 0."""
+        dcg = self._group_dcg(scores)
+        return torch.where(self._valid, dcg / self._ideal.clamp_min(1e-300), torch.nan)
+
+    def _group_dcg(self, scores: Tensor) -> Tensor:
         if tuple(scores.shape) != (self.rows,):
             raise ValueError(f"scores must have shape [{self.rows}], got {list(scores.shape)}")
         scores = scores.detach().to(torch.float64)
         if self._keep is not None:
             scores = scores[self._keep]
-        dcg = self._padded_dcg(scores) if self._padded else self._global_dcg(scores)
-        return torch.where(self._valid, dcg / self._ideal.clamp_min(1e-300), torch.nan)
+        return self._padded_dcg(scores) if self._padded else self._global_dcg(scores)
 
     def __call__(self, scores: Tensor) -> float:
         """The mean NDCG@k over the groups with a positive ideal DCG (NaN when there is none, or a NaN score)."""
         if not bool(self._valid.any()):
             return _NAN
-        ndcg = self.per_group(scores)
-        return float(ndcg[self._valid].mean())
+        return float(self._group_dcg(scores) @ self._mean_weights)
 
     def _discounts(self, rank: Tensor) -> Tensor:
         discount = 1.0 / torch.log2(rank.to(torch.float64) + 2.0)
@@ -483,7 +490,7 @@ class GroupedNDCG:
             ranked, perm = torch.topk(matrix, top, dim=1)
             tied = (ranked[:, 1:] == ranked[:, :-1]) & (ranked[:, 1:] > -torch.inf)
             if not bool(tied.any()):
-                return (self._gain_matrix.gather(1, perm) * self._discount[:top]).sum(1)
+                return self._gain_matrix.gather(1, perm) @ self._discount[:top]
         ranked, perm = torch.sort(matrix, dim=1, descending=True)
         gain = self._gain_matrix.gather(1, perm)
         tied = (ranked[:, 1:] == ranked[:, :-1]) & (ranked[:, 1:] > -torch.inf)  # padding has no gain
@@ -496,7 +503,7 @@ class GroupedNDCG:
             total = zeros.index_add(0, block.view(-1), gain.view(-1))
             count = zeros.index_add(0, block.view(-1), torch.ones_like(gain).view(-1))
             gain = (total / count)[block]
-        return (gain * self._discount).sum(1)
+        return gain @ self._discount
 
     def _global_dcg(self, scores: Tensor) -> Tensor:
         n = scores.shape[0]
