@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -26,9 +28,12 @@ from mtlkit.export import (
     export_serving,
     load_encoders,
 )
+from mtlkit.families import create_family
 from mtlkit.families.base import MTL
+from mtlkit.fusion import Fusion
 from mtlkit.models import MultiTaskModel, create_model, list_models
 from mtlkit.models.base import Output
+from mtlkit.training.run import build_splits, load_run
 
 MODELS = list_models()
 
@@ -322,8 +327,6 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_cli_exports_a_trained_run_that_matches_mtlkit_predict(
     trained_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from mtlkit.training.run import build_splits, load_run
-
     capsys.readouterr()
     assert main(["export", str(trained_run), "--format", "torchscript"]) == 0
     assert main(["export", str(trained_run), "--format", "onnx"]) == 0
@@ -373,8 +376,6 @@ def test_cli_errors_are_one_line_with_status_2(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert err.startswith("mtlkit: error: ")
-    import re
-
     assert re.search(message, err)
 
 
@@ -389,8 +390,6 @@ def test_cli_folder_without_checkpoint_is_an_error(
 def test_a_single_score_family_exports_every_task_and_gives_score_to_the_fusion(tmp_path: Path) -> None:
     """sample_weighting trains one model on 'any action' and scores every task with it (plus ``score``);
     with a fusion, ``score`` is the fused score instead."""
-    from mtlkit.families import create_family
-
     schema = Schema(SCHEMA.features, (Task("click"), Task("purchase", depends_on="click")))
     family = create_family("sample_weighting", schema, actions={"purchase": 1.0, "click": 0.2})
     torch.manual_seed(0)
@@ -432,8 +431,6 @@ def test_a_single_score_family_exports_every_task_and_gives_score_to_the_fusion(
 def test_the_runs_fusion_is_exported_as_score(
     kind: str, weights: dict[str, float], values: dict[str, float], fmt: str, tmp_path: Path
 ) -> None:
-    from mtlkit.fusion import Fusion
-
     fusion = Fusion(kind, weights, values)
     model = _model("esmm")
     serving = ServingModel(model, MTL(SCHEMA), fusion, fusion.value_columns)
@@ -467,11 +464,6 @@ def test_the_runs_fusion_is_exported_as_score(
 
 
 def test_cli_exports_the_runs_fusion_json_as_score(trained_run: Path, tmp_path: Path) -> None:
-    import shutil
-
-    from mtlkit.fusion import Fusion
-    from mtlkit.training.run import build_splits, load_run
-
     run_dir = tmp_path / "fused"
     shutil.copytree(trained_run, run_dir, ignore=shutil.ignore_patterns("export"))
     fusion = Fusion("product", {"y1": 1.0, "y2": 0.5})
@@ -490,8 +482,6 @@ def test_cli_exports_the_runs_fusion_json_as_score(trained_run: Path, tmp_path: 
 def test_cli_fusion_json_naming_an_unknown_task_is_an_error(
     trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import shutil
-
     run_dir = tmp_path / "bad"
     shutil.copytree(trained_run, run_dir, ignore=shutil.ignore_patterns("export"))
     (run_dir / "fusion.json").write_text(json.dumps({"kind": "product", "weights": {"y3": 1.0}}))
