@@ -59,8 +59,8 @@ class PairwiseLTR(Family):
         if schema.group is None:
             raise MtlkitError(
                 "family 'pairwise_ltr' builds pairs within a query / user / request, but the data set has no "
-                "group column: set the schema's group (data.schema.group) to that id column, or use a data set "
-                "that has one (e.g. funnel)"
+                "group column (Schema.group): with files, set data.schema.group to that id column; otherwise use "
+                "a data set that has one (e.g. funnel, aliexpress)"
             )
         self.order = list(order)
         self.loss = PairwiseLogistic(sigma)  # validates sigma
