@@ -7,7 +7,7 @@ and depends on f3; six more numeric features are noise. Small enough that a fami
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
+import torch
 import yaml
 
 SCHEMA: dict[str, Any] = {
@@ -46,6 +47,16 @@ def funnel_rows(requests: int, seed: int, items: int = 10) -> dict[str, np.ndarr
         "click": click.astype(np.float64),
         "conversion": conversion.astype(np.float64),
     }
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Tests here train with one torch thread (tiny tensors: a second thread only waits on a busy machine, which
+    made them 3x slower); the process-wide thread count is restored for the tests that follow."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
@@ -85,6 +96,7 @@ def funnel_config(funnel_files: dict[str, Path], tmp_path: Path) -> Callable[...
                 "lr": 0.01,
                 "progress": False,
                 "device": "cpu",
+                "num_threads": 1,
                 "early_stopping": {"monitor": "valid.mean.auc", "patience": None},
             },
         }

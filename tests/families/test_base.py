@@ -57,6 +57,7 @@ def _config(family: str = "mtl") -> dict[str, object]:
             "lr": 0.01,
             "progress": False,
             "device": "cpu",
+            "num_threads": 1,
             "early_stopping": {"monitor": "valid.mean.auc", "patience": None},
         },
     }

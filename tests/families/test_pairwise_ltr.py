@@ -73,7 +73,9 @@ def test_training_splits_group_contiguous_batches_and_the_pairwise_loss() -> Non
 
 def test_no_group_column_is_a_clear_error() -> None:
     schema = Schema((Feature("x", "numeric"),), (Task("click"), Task("conversion")))
-    with pytest.raises(MtlkitError, match=r"no group column \(Schema.group\): with files, set data.schema.group"):
+    with pytest.raises(
+        MtlkitError, match=r"no group column \(Schema.group\): with files, set data.schema.group"
+    ):
         create_family("pairwise_ltr", schema, order=["conversion", "click"])
 
 
