@@ -98,6 +98,11 @@ class ServingModel(nn.Module):
         super().__init__()
         if fusion is None and value_columns:
             raise ValueError(f"value_columns {list(value_columns)} are given without a fusion to read them")
+        if fusion is not None and SCORE in family.schema.task_names:
+            raise MtlkitError(
+                f"the run has a task named {SCORE!r}, which is also the name of the fused score: exported "
+                f"outputs need unique names; rename the task (Task.name, keep Task.label) and retrain"
+            )
         self.model = model.eval()
         self.family = family
         self.fusion = fusion
@@ -106,11 +111,6 @@ class ServingModel(nn.Module):
         cat, num, values = example_inputs(self, EXAMPLE_ROWS)
         with torch.no_grad():
             names = list(self.scores(cat, num, values))
-        if fusion is not None and SCORE in family.schema.task_names:
-            raise MtlkitError(
-                f"the run has a task named {SCORE!r}, which is also the name of the fused score: exported "
-                f"outputs need unique names; rename the task (Task.name, keep Task.label) and retrain"
-            )
         self.output_names: tuple[str, ...] = tuple(names)
 
     @property
