@@ -16,6 +16,7 @@ import torch
 from rich.console import Console
 from torch import Tensor
 
+from mtlkit.aggregation.base import GradientAggregator
 from mtlkit.balancing import create_balancer
 from mtlkit.config import RunConfig, load_config
 from mtlkit.data.datasets import Splits, load_dataset
@@ -28,6 +29,7 @@ from mtlkit.models import MultiTaskModel, create_model
 from mtlkit.schema import Schema
 from mtlkit.training.checkpoint import load_checkpoint
 from mtlkit.training.trainer import Trainer, TrainingOptions
+from mtlkit.weighting.base import LossWeighting
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -98,7 +100,9 @@ def build_model(config: RunConfig, schema: Schema, family: Family | None = None)
     return create_model(name, schema, **params)
 
 
-def build_balancer(config: RunConfig, schema: Schema, family: Family | None = None) -> Any:
+def build_balancer(
+    config: RunConfig, schema: Schema, family: Family | None = None
+) -> LossWeighting | GradientAggregator:
     """The configured balancer for ``schema`` (or the one ``family`` chooses instead)."""
     name, params = config.balancer.name, dict(config.balancer.params)
     if family is not None:
