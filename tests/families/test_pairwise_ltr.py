@@ -182,3 +182,52 @@ def test_the_trainer_passes_each_batchs_groups_to_the_pairwise_loss() -> None:
         assert changed == (losses_seen[-1] > 0)
     assert losses_seen[0] == 0.0
     assert losses_seen[1] > 0.1
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_pairwise_run_resumed_from_its_checkpoint_ends_exactly_like_an_uninterrupted_one(
+    funnel_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Group-contiguous batch order, the pairwise loss and Adam all continue exactly after a checkpoint."""
+    from mtlkit.training.callbacks import Callback
+    from mtlkit.training.checkpoint import load_checkpoint
+    from mtlkit.training.run import build_balancer, options_from
+    from mtlkit.training.trainer import Trainer
+
+    class StopAfterFirstEpoch(Callback):
+        def on_epoch_end(self, trainer: Trainer, row: dict[str, float]) -> None:
+            raise _Stop
+
+    config = load_config(
+        funnel_config(family={"name": "pairwise_ltr", "params": {"order": ["conversion", "click"]}})
+    )
+    data = build_splits(config)
+    family = create_family("pairwise_ltr", data.schema, order=["conversion", "click"])
+    splits = family.training_splits(data)
+
+    def trainer(out: Path, callbacks: list[Callback]) -> Trainer:
+        return Trainer(
+            build_model(config, splits.schema, family),
+            build_balancer(config, splits.schema, family),
+            options_from(config),
+            seed=config.seed,
+            device="cpu",
+            out_dir=out,
+            callbacks=callbacks,
+            losses=family.losses(splits.schema),
+        )
+
+    whole = trainer(tmp_path / "whole", [])
+    whole.fit(splits.train, splits.valid)
+    with pytest.raises(_Stop):
+        trainer(tmp_path / "cut", [StopAfterFirstEpoch()]).fit(splits.train, splits.valid)
+    resumed = trainer(tmp_path / "cut", [])
+    resumed.fit(splits.train, splits.valid, resume=load_checkpoint(tmp_path / "cut" / "checkpoint.pt"))
+    assert resumed.history == [
+        {**row, "seconds": r["seconds"]} for row, r in zip(whole.history, resumed.history, strict=True)
+    ]
+    for key, value in whole.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key
