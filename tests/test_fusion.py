@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -320,3 +321,11 @@ def test_search_refuses_negative_values_in_a_product_and_huge_grids() -> None:
         search_fusion(data, "auc:a", SearchSpace("product", ("a",), ("price",)))
     with pytest.raises(MtlkitError, match="points; use fewer levels"):
         search_fusion(data, "auc:a", SearchSpace("weighted_sum", ("a", "b"), ("linear", "power")), grid=200)
+
+
+def test_missing_optuna_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna now raises ImportError
+    with pytest.raises(MtlkitError, match="needs optuna"):
+        search_fusion(synthetic(200), "auc:a", SearchSpace("weighted_sum", ("a", "b")), n_trials=3)
+    # the grid does not need it
+    assert search_fusion(synthetic(200), "auc:a", SearchSpace("weighted_sum", ("a", "b")), grid=3).trials == 3
