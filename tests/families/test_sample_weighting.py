@@ -172,3 +172,14 @@ def test_monitoring_a_data_set_task_the_family_does_not_train_is_a_clear_error(
     error = capsys.readouterr().err
     assert "early stopping cannot watch 'click'" in error
     assert "monitor 'valid.mean.auc'" in error
+
+
+def test_a_model_that_cannot_serve_the_derived_task_is_a_clear_error(
+    funnel_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = funnel_config(model={"name": "esmm"})  # ESMM needs a CTR task and a CVR task
+    args = ["train", str(config), "--out", str(tmp_path / "run"), "--set", "family.name=sample_weighting"]
+    assert main([*args, "--set", "family.params.actions={click: 1.0}"]) == 2
+    error = capsys.readouterr().err
+    assert "family 'sample_weighting' trains the model on 'any' instead of the data set's tasks" in error
+    assert "ESMM needs a CTR task and a CVR task" in error

@@ -179,7 +179,16 @@ def train_run(
     splits = family.training_splits(data_splits)
     _check_family_monitor(config, data_splits.schema, splits.schema)
     check_monitor(config, splits.schema)
-    model = build_model(config, splits.schema, family)
+    try:
+        model = build_model(config, splits.schema, family)
+    except MtlkitError as exc:
+        if splits.schema == data_splits.schema:
+            raise
+        tasks = ", ".join(repr(t) for t in splits.schema.task_names)
+        raise MtlkitError(
+            f"family {config.family.name!r} trains the model on {tasks} instead of the data set's tasks, and "
+            f"model {config.model.name!r} cannot: {exc}"
+        ) from None
     balancer = build_balancer(config, splits.schema, family)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(config.to_yaml())
