@@ -171,16 +171,14 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from mtlkit.training.run import build_splits, load_run, read_for_run
+    from mtlkit.training.run import build_splits, evaluate_run, load_run, read_for_run
 
     run = load_run(args.run)
     if args.data:
-        results = {
-            Path(args.data).name: run.trainer.evaluate(read_for_run(run, args.data, require_labels=True))
-        }
+        results = {Path(args.data).name: evaluate_run(run, read_for_run(run, args.data, require_labels=True))}
     else:
         splits = build_splits(run.config)
-        results = {"valid": run.trainer.evaluate(splits.valid), "test": run.trainer.evaluate(splits.test)}
+        results = {"valid": evaluate_run(run, splits.valid), "test": evaluate_run(run, splits.test)}
     if args.json:
         print(json.dumps(results, indent=2))
     else:

@@ -126,7 +126,7 @@ def _lookahead(
         def losses_at(values: dict[str, Tensor]) -> Tensor:
             reset_rng(device, state)
             out = functional_call(model, {**params, **values, **buffers}, (cast_batch,))
-            return losses_of(out.logits, batch.labels, batch.weights)
+            return losses_of(out.logits, batch.labels, batch.weights, batch.groups)
 
         leaves = {n: params[n].clone().requires_grad_(True) for n, _ in named}
         with torch.enable_grad():

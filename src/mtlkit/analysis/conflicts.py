@@ -58,7 +58,7 @@ def shared_task_jacobian(model: nn.Module, losses_of: LossSet, batch: Batch) -> 
     losses on the shared parameters (one batched ``autograd.grad``; nothing written into ``.grad``)."""
     shared: list[Tensor] = [p for _, p in require_shared(model, "the gradient conflict monitor")]
     out = model(batch)
-    losses = losses_of(out.logits, batch.labels, batch.weights)
+    losses = losses_of(out.logits, batch.labels, batch.weights, batch.groups)
     return task_jacobian(losses, shared, type(model).__name__).detach()
 
 

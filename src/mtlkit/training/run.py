@@ -175,6 +175,11 @@ def train_run(
     from mtlkit.families import create_family
 
     data_splits = build_splits(config)
+    fusion = None
+    if config.fusion is not None:  # checked before training, saved with the results
+        from mtlkit.fusion import Fusion
+
+        fusion = Fusion.from_config(config.fusion, data_splits.schema)
     family = create_family(config.family.name, data_splits.schema, **dict(config.family.params))
     splits = family.training_splits(data_splits)
     _check_family_monitor(config, data_splits.schema, splits.schema)
@@ -219,10 +224,8 @@ def train_run(
         "epochs": trainer.epoch,
         "note": splits.note,
     }
-    if config.fusion is not None:
-        from mtlkit.fusion import Fusion
-
-        Fusion.from_config(config.fusion, data_splits.schema).save(out / "fusion.json")
+    if fusion is not None:
+        fusion.save(out / "fusion.json")
     tmp = out / ".metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=2, allow_nan=True))
     tmp.replace(out / "metrics.json")
