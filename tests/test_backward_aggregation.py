@@ -45,15 +45,16 @@ def _losses(model: torch.nn.Module, seed: int = 0) -> tuple[torch.Tensor, torch.
     return losses, out.shared
 
 
+@pytest.mark.parametrize("strategy", ["batched", "loop"])
 @pytest.mark.parametrize("name", list_models())
-def test_batched_jacobian_equals_one_backward_per_task(name: str) -> None:
+def test_batched_jacobian_equals_one_backward_per_task(name: str, strategy: str) -> None:
     torch.manual_seed(0)
     model = create_model(name, SCHEMA)
     params = list(model.shared_parameters())
     if not params:
         params = list(model.parameters())  # nothing shared: check the Jacobian of all parameters instead
     losses, _ = _losses(model)
-    batched = task_jacobian(losses, params, name)
+    batched = task_jacobian(losses, params, name, strategy=strategy)
     rows = []
     for i in range(3):
         grads = torch.autograd.grad(losses[i], params, retain_graph=True, allow_unused=True)
@@ -165,3 +166,17 @@ def test_penalty_gradients_are_added_in_both_modes() -> None:
         for (n, p), g in zip(model.named_parameters(), reg_grads, strict=True):
             if g is not None and n in with_penalty:
                 torch.testing.assert_close(with_penalty[n], p.grad + g, atol=1e-6, rtol=1e-5)
+
+
+def test_jacobian_strategy_is_a_size_rule_on_cpu() -> None:
+    from mtlkit.backward import CPU_BATCHED_MAX_PARAMETERS, jacobian_strategy
+    from mtlkit.errors import MtlkitError
+
+    small = [torch.zeros(CPU_BATCHED_MAX_PARAMETERS)]
+    large = [torch.zeros(CPU_BATCHED_MAX_PARAMETERS // 2), torch.zeros(CPU_BATCHED_MAX_PARAMETERS // 2 + 1)]
+    assert jacobian_strategy(small) == "batched"
+    assert jacobian_strategy(large) == "loop"
+    assert jacobian_strategy(large, "batched") == "batched"
+    assert jacobian_strategy(small, "loop") == "loop"
+    with pytest.raises(MtlkitError, match="'vmap'"):
+        jacobian_strategy(small, "vmap")

@@ -115,53 +115,79 @@ def shared_grad_norms(losses: Tensor, shared: Tensor, model_name: str = "model")
     return torch.linalg.vector_norm(grads.reshape(t, -1), dim=1).detach()
 
 
-def task_jacobian(losses: Tensor, inputs: list[Tensor], model_name: str = "model") -> Tensor:
+#: On CPU, per-task gradients of more shared parameters than this are computed with one backward per task: there
+#: the batched vector-Jacobian products spend most of their time in layout copies of the batched matmuls (measured
+#: 2x slower than the loop for MMoE at the production size of benchmarks/aggregation_step.py), while for small
+#: models the single batched pass saves per-operation overhead. See docs/decisions.md.
+CPU_BATCHED_MAX_PARAMETERS = 100_000
+
+#: ``auto`` (the rule above), ``batched`` (always one batched pass) or ``loop`` (one backward per task).
+JACOBIAN_STRATEGIES = ("auto", "batched", "loop")
+
+
+def jacobian_strategy(inputs: list[Tensor], strategy: str = "auto") -> str:
+    """``batched`` or ``loop`` for these inputs: deterministic (never timing-based), so runs stay reproducible."""
+    if strategy not in JACOBIAN_STRATEGIES:
+        raise MtlkitError(f"jacobian strategy must be one of {JACOBIAN_STRATEGIES}, got {strategy!r}")
+    if strategy != "auto":
+        return strategy
+    on_cpu = all(x.device.type == "cpu" for x in inputs)
+    size = sum(x.numel() for x in inputs)
+    return "loop" if on_cpu and size > CPU_BATCHED_MAX_PARAMETERS else "batched"
+
+
+def task_jacobian(
+    losses: Tensor, inputs: list[Tensor], model_name: str = "model", strategy: str = "auto"
+) -> Tensor:
     """The per-task gradients of ``losses`` [T] with respect to ``inputs``, flattened and joined: [T, D].
 
-    All rows come from one batched ``autograd.grad`` (T vector-Jacobian products at once); where an operation
-    has no batching rule, one ``autograd.grad`` per task (logged once per model class). The graph is retained.
+    ``batched``: all rows from one batched ``autograd.grad`` (T vector-Jacobian products at once); where an
+    operation has no batching rule, one ``autograd.grad`` per task (logged once per model class). ``loop``: one
+    ``autograd.grad`` per task. ``auto`` chooses by :func:`jacobian_strategy`. The graph is retained.
     """
+    if not inputs:
+        raise MtlkitError(f"per-task gradients of {model_name}: no inputs to differentiate")
     t = losses.shape[0]
-    try:
-        grads = torch.autograd.grad(
-            losses,
-            inputs,
-            grad_outputs=torch.eye(t, dtype=losses.dtype, device=losses.device),
-            is_grads_batched=True,
-            retain_graph=True,
-            allow_unused=True,
-        )
-        rows = [
-            torch.zeros(t, x.numel(), dtype=losses.dtype, device=losses.device)
-            if g is None
-            else g.reshape(t, -1)
-            for g, x in zip(grads, inputs, strict=True)
-        ]
-    except RuntimeError as exc:  # vmap over an operation without a batching rule
-        if model_name not in _LOOPED:
-            _LOOPED.add(model_name)
-            log.warning(
-                "per-task gradients of %s: batched autograd failed (%s); falling back to one backward per task",
-                model_name,
-                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+    if jacobian_strategy(inputs, strategy) == "batched":
+        try:
+            grads = torch.autograd.grad(
+                losses,
+                inputs,
+                grad_outputs=torch.eye(t, dtype=losses.dtype, device=losses.device),
+                is_grads_batched=True,
+                retain_graph=True,
+                allow_unused=True,
             )
-        per_task = []
-        for i in range(t):
-            grads_i = torch.autograd.grad(losses[i], inputs, retain_graph=True, allow_unused=True)
-            per_task.append(
-                torch.cat(
-                    [
-                        (
-                            torch.zeros(x.numel(), dtype=losses.dtype, device=losses.device)
-                            if g is None
-                            else g.reshape(-1)
-                        )
-                        for g, x in zip(grads_i, inputs, strict=True)
-                    ]
+        except RuntimeError as exc:  # vmap over an operation without a batching rule
+            if model_name not in _LOOPED:
+                _LOOPED.add(model_name)
+                log.warning(
+                    "per-task gradients of %s: batched autograd failed (%s); falling back to one backward per task",
+                    model_name,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
                 )
+        else:
+            return torch.cat(
+                [
+                    torch.zeros(t, x.numel(), dtype=losses.dtype, device=losses.device)
+                    if g is None
+                    else g.reshape(t, -1)
+                    for g, x in zip(grads, inputs, strict=True)
+                ],
+                dim=1,
             )
-        return torch.stack(per_task)
-    return torch.cat(rows, dim=1)
+    jacobian = torch.empty(t, sum(x.numel() for x in inputs), dtype=losses.dtype, device=losses.device)
+    for i in range(t):
+        grads_i = torch.autograd.grad(losses[i], inputs, retain_graph=True, allow_unused=True)
+        offset = 0
+        for g, x in zip(grads_i, inputs, strict=True):
+            piece = jacobian[i, offset : offset + x.numel()]
+            if g is None:
+                piece.zero_()
+            else:
+                piece.copy_(g.reshape(-1))
+            offset += x.numel()
+    return jacobian
 
 
 def _all_reduce_hook(jacobian: Tensor) -> Tensor:
@@ -184,7 +210,8 @@ def _aggregate(
     total = losses.sum()
     if aggregator.mode == "representation":
         rep = _check_shared(shared, model, aggregator)
-        jacobian = _all_reduce_hook(task_jacobian(losses, [rep], name))
+        # the representation is an activation, not parameters: the size rule is for parameters
+        jacobian = _all_reduce_hook(task_jacobian(losses, [rep], name, strategy="batched"))
         direction = aggregator(jacobian)
         correction = (direction - jacobian.sum(0)).reshape(rep.shape).to(rep.dtype)
         roots, grads = [total, rep], [torch.ones_like(total), correction]
