@@ -375,16 +375,16 @@ def run_bench(
     threads = max(1, cores // jobs)
     seed_list = [config.seed + i for i in range(seeds)]
 
-    schema = _data_schema(config)
+    specs = plan(
+        config, out, models=models, balancers=balancers, families=families, seeds=seed_list, threads=threads
+    )
+    base_specs = plan_baselines(config, out, seed_list, threads)
+    schema = _data_schema(config)  # after the cheap checks of names: loading data takes a while
     if main_task is not None and main_task not in schema.task_names:
         raise MtlkitError(
             f"--main-task {main_task!r} is not a task{did_you_mean(main_task, schema.task_names)}; "
             f"tasks are {listing(schema.task_names)}"
         )
-    specs = plan(
-        config, out, models=models, balancers=balancers, families=families, seeds=seed_list, threads=threads
-    )
-    base_specs = plan_baselines(config, out, seed_list, threads)
     _write_bench_json(
         out, config, models, balancers, families, seed_list, jobs, threads, main_task, base_specs
     )
