@@ -13,7 +13,7 @@ from mtlkit.data.datasets.census_income import COLUMNS
 
 
 def test_registry_lists_every_dataset() -> None:
-    assert list_datasets() == ["synthetic", "census_income", "aliexpress", "ali_ccp"]
+    assert list_datasets() == ["synthetic", "census_income", "aliexpress", "ali_ccp", "funnel"]
 
 
 def test_unknown_dataset_suggests_the_closest_name() -> None:
