@@ -36,6 +36,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from mtlkit.errors import MtlkitError
 
@@ -82,7 +83,7 @@ def _finite(values: Sequence[float]) -> list[float]:
 
 
 def _grid(n: int, max_cols: int = 3) -> tuple[int, int]:
-    cols = min(n, max_cols)
+    cols = 2 if n == 4 else min(n, max_cols)
     return math.ceil(n / cols), cols
 
 
@@ -125,6 +126,7 @@ def plot_curves(
             ax.axvline(best_epoch, color="0.5", ls=":", lw=1, label=f"best epoch {best_epoch}")
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
 
