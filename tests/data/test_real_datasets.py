@@ -130,6 +130,27 @@ def test_ali_ccp_sample(data_dir: Path) -> None:
     assert int(np.isnan(masked.train.label("purchase").numpy()).sum()) == int((click == 0).sum())
 
 
+def test_ali_ccp_user_id_as_group_is_no_longer_an_input(data_dir: Path) -> None:
+    plain = load_dataset("ali_ccp", data_dir=str(data_dir))
+    assert plain.schema.group is None
+    assert plain.train.groups is None
+    grouped = load_dataset("ali_ccp", data_dir=str(data_dir), group="101")
+    assert grouped.schema.group == "101"
+    assert "101" not in grouped.schema.feature_names
+    assert len(grouped.schema.categorical) == len(plain.schema.categorical) - 1
+    for part in (grouped.train, grouped.valid, grouped.test):
+        assert part.groups is not None
+        assert part.groups.shape == (len(part),)
+    assert "group '101'" in grouped.note
+
+
+def test_ali_ccp_unknown_group_field_is_a_clear_error(data_dir: Path) -> None:
+    with pytest.raises(DataError, match=r"group '1010' is not a field .*did you mean '101'"):
+        load_dataset("ali_ccp", data_dir=str(data_dir), group="1010")
+    with pytest.raises(DataError, match=r"group 'click' is not a field"):
+        load_dataset("ali_ccp", data_dir=str(data_dir), group="click")
+
+
 def test_folder_loader_errors_name_the_folder(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"aliexpress: .* is not a folder"):
         load_dataset("aliexpress", path=str(tmp_path / "nope"))
