@@ -166,6 +166,12 @@ def _params(params: Any) -> str:
     return ", ".join(f"{k}={v}" for k, v in params.items())
 
 
+def _named(section: Mapping[str, Any], key: str) -> str:
+    """``name (k=v, ...)`` of a config section, without the parentheses when it has no parameters."""
+    params = _params(section.get("params"))
+    return f"{section.get(key, '?')} ({params})" if params else str(section.get(key, "?"))
+
+
 # ---------------------------------------------------------------------------------------- run report
 def _read_metrics(path: Path) -> dict[str, Any]:
     data = read_json(path)
@@ -214,9 +220,9 @@ def run_document(folder: Path, plots: Sequence[Path]) -> Document:
     rows: list[list[str | Cell]] = []
     if config:
         rows = [
-            ["data", f"{data.get('dataset', '?')} ({_params(data.get('params'))})"],
-            ["model", f"{model.get('name', '?')} ({_params(model.get('params'))})"],
-            ["balancer", f"{balancer.get('name', '?')} ({_params(balancer.get('params'))})"],
+            ["data", _named(data, "dataset")],
+            ["model", _named(model, "name")],
+            ["balancer", _named(balancer, "name")],
             ["family", str(section("family").get("name", "mtl"))],
             [
                 "training",
@@ -501,7 +507,8 @@ h2 { font-size: 1.2em; margin: 28px 0 8px; padding-bottom: 4px; border-bottom: 1
 nav { font-size: 0.9em; color: var(--muted); }
 nav a { color: var(--accent); text-decoration: none; margin-right: 14px; }
 table { border-collapse: collapse; margin: 8px 0 12px; font-size: 0.9em; display: block; overflow-x: auto; }
-th, td { border: 1px solid var(--line); padding: 4px 9px; text-align: left; white-space: nowrap; }
+th, td { border: 1px solid var(--line); padding: 4px 9px; text-align: left; vertical-align: top; }
+th, td.num { white-space: nowrap; }
 th { background: var(--head); font-weight: 600; }
 tr:nth-child(even) td { background: #fafcfe; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
