@@ -1,6 +1,7 @@
 """Gradient aggregation step: the cost of every mtlkit gradient aggregator relative to equal weights, on MMoE.
 
-One training step = forward of mtlkit's MMoE on a batch of 1024 rows, the T binary cross-entropy losses,
+One training step = forward of mtlkit's MMoE on a batch of 1024 rows, the T binary cross-entropy losses of
+``mtlkit.losses.LossSet`` (what the Trainer uses),
 ``zero_grad``, ``mtl_backward(losses, model, balancer, shared=Output.shared)`` and a
 ``torch.optim.Adam(fused=True)`` step (lr 1e-3). The reference is the equal-weight step: the loss weighting
 ``static`` (``create_weighting("static", schema)``, one backward of the loss sum). Every aggregator of
@@ -57,11 +58,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mtlkit.aggregation import create_aggregator, list_aggregators
 from mtlkit.backward import mtl_backward
+from mtlkit.losses import LossSet
 from mtlkit.models import create_model
 from mtlkit.models.base import Output
 from mtlkit.schema import Feature, Schema, Task
@@ -158,18 +159,14 @@ class Contender:
     balancer: nn.Module
     optimizer: torch.optim.Optimizer
     batches: list[tuple[Tensor, Tensor, Tensor]]
+    losses: LossSet
     cursor: int = 0
 
     def step(self) -> None:
         categorical, numeric, labels = self.batches[self.cursor]
         self.cursor = (self.cursor + 1) % len(self.batches)
         out: Output = self.model.compute(categorical, numeric)  # type: ignore[operator]
-        losses = torch.stack(
-            [
-                F.binary_cross_entropy_with_logits(out.logits[t], labels[:, k])
-                for k, t in enumerate(out.logits)
-            ]
-        )
+        losses = self.losses(out.logits, labels)  # the Trainer's losses (masked, per-row, weighted mean)
         self.optimizer.zero_grad(set_to_none=True)
         mtl_backward(losses, self.model, self.balancer, shared=out.shared)  # type: ignore[arg-type]
         self.optimizer.step()
@@ -193,7 +190,7 @@ def build_contender(
     else:
         balancer = create_aggregator(method, schema, mode=mode)
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE, fused=True)
-    return Contender(contender_name(mode, method), model, balancer, optimizer, batches)
+    return Contender(contender_name(mode, method), model, balancer, optimizer, batches, LossSet(schema))
 
 
 # ---------------------------------------------------------------------------------------------- rounds

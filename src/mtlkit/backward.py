@@ -167,15 +167,13 @@ def task_jacobian(
                     str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
                 )
         else:
-            return torch.cat(
-                [
-                    torch.zeros(t, x.numel(), dtype=losses.dtype, device=losses.device)
-                    if g is None
-                    else g.reshape(t, -1)
-                    for g, x in zip(grads, inputs, strict=True)
-                ],
-                dim=1,
-            )
+            rows = [
+                torch.zeros(t, x.numel(), dtype=losses.dtype, device=losses.device)
+                if g is None
+                else g.reshape(t, -1)
+                for g, x in zip(grads, inputs, strict=True)
+            ]
+            return rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)  # one input: no copy
     jacobian = torch.empty(t, sum(x.numel() for x in inputs), dtype=losses.dtype, device=losses.device)
     for i in range(t):
         grads_i = torch.autograd.grad(losses[i], inputs, retain_graph=True, allow_unused=True)
