@@ -179,6 +179,7 @@ def run_funnel(
             "epochs": config.training.epochs,
             "batch_size": config.training.batch_size,
             "lr": config.training.lr,
+            "weight_decay": config.training.weight_decay,
             "monitor": config.training.early_stopping.monitor,
             "patience": config.training.early_stopping.patience,
         },
@@ -285,11 +286,13 @@ def _references(test: FusionData, valid: FusionData) -> dict[str, dict[str, floa
 def _mean_sd(values: list[float]) -> dict[str, float]:
     finite = [v for v in values if v is not None and math.isfinite(v)]
     if not finite:
-        return {"mean": math.nan, "sd": math.nan, "n": 0}
+        return {"mean": math.nan, "sd": math.nan, "n": 0, "median": math.nan, "min": math.nan}
     return {
         "mean": statistics.fmean(finite),
         "sd": statistics.stdev(finite) if len(finite) > 1 else 0.0,
         "n": len(finite),
+        "median": statistics.median(finite),
+        "min": min(finite),
     }
 
 
@@ -421,6 +424,64 @@ def _f(stat: dict[str, float] | None, digits: int = 4) -> str:
     return f"{stat['mean']:.{digits}f}"
 
 
+def _time(stat: dict[str, float] | None) -> str:
+    """Median (min) of a timing: the machine is shared, so the minimum is the least disturbed measurement."""
+    if not stat or not stat["n"]:
+        return "-"
+    return f"{_common.sig3(stat['median'])} ({_common.sig3(stat['min'])})"
+
+
+def _reading(funnel: dict[str, Any]) -> list[str]:
+    """A few sentences computed from the numbers (so that they stay true when the script is re-run)."""
+    rows = [r for r in funnel["summary"] if r["ok"]]
+    if len(rows) < 2:
+        return []
+    by_ndcg = sorted(rows, key=lambda r: r["ndcg_test"]["mean"], reverse=True)
+    best, worst = by_ndcg[0], by_ndcg[-1]
+    spread = best["ndcg_test"]["mean"] - worst["ndcg_test"]["mean"]
+    seeds = min(r["ndcg_test"]["n"] for r in rows)
+    noise = max(r["ndcg_test"]["sd"] for r in rows)
+    refs = funnel["references"]["test"]
+    ceiling = funnel["references"]["test_auc_of_true_probabilities"]
+    top_click = max(r["auc_click"]["mean"] for r in rows)
+    top_conv = max(r["auc_conversion"]["mean"] for r in rows)
+    gains = [r["ndcg_test"]["mean"] - r["ndcg_fixed_test"]["mean"] for r in rows]
+
+    def name(r: dict[str, Any]) -> str:
+        return f"{r['family']} ({r['model']})"
+
+    def place(label: str, ref: float) -> str:
+        top, bottom = best["ndcg_test"]["mean"], worst["ndcg_test"]["mean"]
+        where = (
+            "every family above"
+            if bottom > ref
+            else "every family below"
+            if top < ref
+            else "some above, some below"
+        )
+        return f"{where} {label} ({ref:.4f})"
+
+    per_user = funnel["rows"]["train"] / max(int(funnel["data_params"].get("users", 1)), 1)
+    lines = [
+        "",
+        f"Reading (computed from the numbers above): the fused NDCG@10 of the families spans {spread:.4f} "
+        f"(best {name(best)} {best['ndcg_test']['mean']:.4f}, last {name(worst)} "
+        f"{worst['ndcg_test']['mean']:.4f})"
+        + (
+            f", against a seed-to-seed sd of up to {noise:.4f}"
+            if seeds > 1
+            else " (one seed: no seed noise known)"
+        )
+        + f". Ranking: {place('the true CTR alone', refs['true_ctr'])}; {place('price alone', refs['price'])}; "
+        f"{place('a random order', refs['random'])}; the ideal ranking is 1. The learnt task scores stay far from the true probabilities (best test AUC "
+        f"click {top_click:.4f} vs {ceiling['click']:.4f}, conversion {top_conv:.4f} vs "
+        f"{ceiling['conversion']:.4f}), with about {per_user:.0f} training impressions per user. Searching the "
+        f"fusion instead of the fixed `conversion x price` changes the test NDCG@10 by "
+        f"{min(gains):+.4f} to {max(gains):+.4f} depending on the family.",
+    ]
+    return lines
+
+
 def _weights(ws: list[dict[str, float]]) -> str:
     return "; ".join(f"{w['click']:.2f} / {w['conversion']:.2f} / {w['price']:.2f}" for w in ws)
 
@@ -438,7 +499,7 @@ def _docs(result: dict[str, Any]) -> str:
             f"{rates['test_conversion_rate']:.4%}.",
             "",
             f"Same budget for every family: at most {t['epochs']} epochs, batch {t['batch_size']}, Adam lr "
-            f"{t['lr']:g}, early stopping on `{t['monitor']}` (patience {t['patience']}) with the best epoch "
+            f"{t['lr']:g}, weight decay {t.get('weight_decay', 0.0):g}, early stopping on `{t['monitor']}` (patience {t['patience']}) with the best epoch "
             f"restored; model seeds {', '.join(map(str, funnel['seeds']))} on the same data (config "
             f"`{result['config']}`{', overrides ' + ', '.join(f'`{o}`' for o in result['overrides']) if result['overrides'] else ''}). "
             "mtl: MMoE (4 experts of 64, towers 32) or ESMM (towers 64, 32); multi_model: one single_task "
@@ -466,7 +527,7 @@ def _docs(result: dict[str, Any]) -> str:
                 f"| {row['family']} | {row['model']} | {_f(row['auc_click'])} | {_f(row['auc_conversion'])} | "
                 f"{_f(row['ndcg_test'])} | {_f(row['ndcg_valid'])} | {_f(row['ndcg_fixed_test'])} | "
                 f"{_weights(row['weights'])} | {', '.join(map(str, row['epochs']))} | "
-                f"{_f(row['seconds_per_epoch'], 0)} | {_f(row['wall_seconds'], 0)} | "
+                f"{_time(row['seconds_per_epoch'])} | {_time(row['wall_seconds'])} | "
                 f"{_f(row['peak_memory_mb'], 0)} |"
             )
         refs = funnel["references"]
@@ -478,12 +539,14 @@ def _docs(result: dict[str, Any]) -> str:
             + f". AUC of the true probabilities (the ceiling): click (true_ctr) {ceiling['click']:.4f}, "
             f"conversion (true_ctr * true_cvr) {ceiling['conversion']:.4f}.",
             "",
-            "Mean ± sd over the seeds. s / epoch: one pass over the training split plus the validation "
-            "pass (history.csv); s / run: the child process's wall time (data generation, training, "
-            "test evaluation); peak MB: its peak resident memory. "
+            "Mean ± sd over the seeds; weights normalised to sum 1 (only ratios matter). s / epoch: median "
+            "(min) over every epoch of every seed, one pass over the training split plus the validation pass "
+            "(history.csv); s / run: median (min) of the training process's wall time (data generation, "
+            "training, test evaluation); peak MB: its peak resident memory, mean ± sd. "
             f"{funnel['threads']} torch threads, `nice`, on the shared 2-core machine. All "
             f"{len(funnel['runs'])} training runs together: {funnel['training_wall_seconds'] / 60:.1f} min.",
         ]
+        lines += _reading(funnel)
     real = result.get("real")
     if real is not None:
         lines += [

@@ -74,6 +74,7 @@ def test_docs_section_holds_the_table_and_the_command(quick) -> None:  # type: i
     assert "<!-- families_funnel:start -->" in docs
     assert "| pairwise_ltr | mmoe |" in docs
     assert "python benchmarks/families_funnel.py" in docs
+    assert "Reading (computed from the numbers above)" in docs
     assert result["command"] in docs
 
 
