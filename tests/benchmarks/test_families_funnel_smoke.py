@@ -36,7 +36,8 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:  # type
 
 def test_every_family_and_model_is_trained_and_fused(quick) -> None:  # type: ignore[no-untyped-def]
     result, _ = quick
-    funnel = result["funnel"]
+    assert list(result["funnel"]) == ["default"]  # --quick: the first data setting only
+    funnel = result["funnel"]["default"]
     assert funnel["training"]["epochs"] == 1
     rows = {(r["family"], r["model"]) for r in funnel["runs"]}
     assert rows == {
@@ -62,10 +63,10 @@ def test_every_family_and_model_is_trained_and_fused(quick) -> None:  # type: ig
 
 def test_references_bracket_the_families(quick) -> None:  # type: ignore[no-untyped-def]
     result, _ = quick
-    refs = result["funnel"]["references"]["test"]
+    refs = result["funnel"]["default"]["references"]["test"]
     assert refs["true_value (ideal)"] == pytest.approx(1.0)
     assert refs["random"] < refs["true_ctr * true_cvr"] < 1.0
-    for row in result["funnel"]["summary"]:
+    for row in result["funnel"]["default"]["summary"]:
         assert row["ndcg_test"]["mean"] <= 1.0 + 1e-12
 
 
