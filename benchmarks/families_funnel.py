@@ -103,8 +103,18 @@ def main(argv: list[str] | None = None) -> int:
         help="keep the run folders here (default: a temporary folder); "
         "runs already finished there are reused",
     )
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="measure nothing: rewrite the docs section from the JSON result at --json",
+    )
     _common.add_output_arguments(parser, SECTION)
     args = parser.parse_args(argv)
+    if args.render_only:
+        saved = json.loads(args.json.read_text())
+        _common.update_docs(args.docs, SECTION, _docs(saved))
+        print(f"rewrote the {SECTION} section of {args.docs} from {args.json}", file=sys.stderr)
+        return 0
     if args.grid < 2:
         parser.error("--grid must be >= 2")
     command = _common.command_line(
@@ -572,8 +582,10 @@ def _docs(result: dict[str, Any]) -> str:
         lines += [
             "",
             "Format check on the real samples in `shared/data` (one epoch each, MMoE 2 experts of 32, batch 32; "
-            "Ali-CCP with field 101, the user id, as the group and not an input; the samples have 100 to 120 "
-            "rows, so the numbers only show that every family trains and reports per-task metrics):",
+            "Ali-CCP with field 101, the user id, as the group and not an input; the samples have 120 "
+            "(AliExpress) and 200 (Ali-CCP) rows, so the numbers only show that every family trains and reports "
+            "per-task metrics; the logloss of sample_weighting and pairwise_ltr is that of their one score read "
+            "as a probability of each task, which it is not trained to be):",
             "",
             "| data set | family | status | test metrics |",
             "|---|---|---|---|",
@@ -586,12 +598,22 @@ def _docs(result: dict[str, Any]) -> str:
                     for task, values in entry["test"].items()
                     if task != "mean"
                 )
-                if "train_pairs" in entry:
+                if entry.get("train_pairs") == 0:
+                    metrics += (
+                        " (0 training pairs: no group of the training split holds two different grades, so the "
+                        "pairwise loss is 0 and the model keeps its initial weights)"
+                    )
+                elif "train_pairs" in entry:
                     metrics += f" ({entry['train_pairs']} training pairs)"
             else:
                 metrics = entry["error"].replace("|", "/")
             lines.append(f"| {entry['dataset']} | {entry['family']} | {entry['status']} | {metrics} |")
-    lines += ["", f"Whole script: {result['wall_seconds'] / 60:.1f} min."]
+    reused = sum(r.get("reused", False) for f in (result.get("funnel") or {}).values() for r in f["runs"])
+    lines += [
+        "",
+        f"Whole script: {result['wall_seconds'] / 60:.1f} min"
+        + (f" ({reused} runs reused from an earlier call with the same --work)." if reused else "."),
+    ]
     lines += _common.docs_footer(result, SECTION, raw="Raw results (every run and seed)")
     return "\n".join(lines)
 

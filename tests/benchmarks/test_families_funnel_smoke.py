@@ -95,3 +95,15 @@ def test_real_samples_format_check(data_dir: Path, tmp_path: Path) -> None:
         assert tasks <= set(run["test"])
     pairs = {r["dataset"]: r["train_pairs"] for r in runs if r["family"] == "pairwise_ltr"}
     assert pairs["ali_ccp"] > 0
+
+
+def test_render_only_rewrites_the_section_from_the_json(quick, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    result, docs = quick
+    saved, page = tmp_path / "r.json", tmp_path / "b.md"
+    saved.write_text(json.dumps(result))
+    page.write_text("# Benchmarks\n\n<!-- other:start -->\nkept\n<!-- other:end -->\n")
+    assert _module().main(["--render-only", "--json", str(saved), "--docs", str(page)]) == 0
+    text = page.read_text()
+    assert "kept" in text
+    section = text[text.index("<!-- families_funnel:start -->") :]
+    assert section.strip() == docs[docs.index("<!-- families_funnel:start -->") :].strip()
