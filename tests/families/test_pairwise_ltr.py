@@ -231,3 +231,13 @@ def test_a_pairwise_run_resumed_from_its_checkpoint_ends_exactly_like_an_uninter
     ]
     for key, value in whole.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[key], value), key
+
+
+def test_ranked_groups_counts_groups_that_yield_pairs() -> None:
+    from mtlkit.families.pairwise_ltr import ranked_groups
+
+    grades = torch.tensor([0.0, 1.0, 0.0, 0.0, 2.0, float("nan"), 1.0, 1.0])
+    groups = torch.tensor([7, 7, 8, 8, 9, 9, 10, 10])
+    # group 7: 0 vs 1 -> pairs; 8: all 0; 9: 2 and NaN -> one known grade; 10: equal grades
+    assert ranked_groups(grades, groups) == 1
+    assert ranked_groups(grades, None) == 0

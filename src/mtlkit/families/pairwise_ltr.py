@@ -9,6 +9,7 @@ actions yields many pairs and weighs more, and orders absent from the training p
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 
@@ -21,6 +22,23 @@ from mtlkit.errors import MtlkitError
 from mtlkit.families.base import Family, action_matrix, check_actions, derived_schema, relabel, same_score
 from mtlkit.losses import LossSet, PairwiseLogistic
 from mtlkit.schema import Schema, Task
+
+log = logging.getLogger(__name__)
+
+
+def ranked_groups(grades: Tensor, groups: Tensor | None) -> int:
+    """How many groups hold at least two different (known) grades, i.e. yield at least one pair."""
+    if groups is None or grades.numel() == 0:
+        return 0
+    known = ~torch.isnan(grades)
+    g, y = groups[known], grades[known]
+    if g.numel() == 0:
+        return 0
+    ids, index = torch.unique(g, return_inverse=True)
+    low = torch.full((ids.numel(),), math.inf).scatter_reduce(0, index, y, "amin")
+    high = torch.full((ids.numel(),), -math.inf).scatter_reduce(0, index, y, "amax")
+    return int((high > low).sum())
+
 
 #: The derived task: its label is the grade, its binary metrics read grade > 0.5 (any action) as positive.
 TASK = "relevance"
@@ -94,9 +112,18 @@ class PairwiseLTR(Family):
             f"{splits.note}; family pairwise_ltr: RankNet pairs within {self.schema.group!r} groups by the "
             f"order {order} (grades {len(self.order)}..0), sigma {self.sigma:g}"
         )
+        train = self._relabel(splits.train, group_batches=True)
+        ranked = ranked_groups(train.labels[:, 0], train.groups)
+        if ranked == 0:
+            warning = (
+                f"no {self.schema.group!r} group of the training data holds two different grades: there are no "
+                f"pairs, the loss is 0 and the model does not learn (choose another group column or order)"
+            )
+            log.warning("family pairwise_ltr: %s", warning)
+            note += f"; WARNING: {warning}"
         return Splits(
             splits.name,
-            self._relabel(splits.train, group_batches=True),
+            train,
             self._relabel(splits.valid, group_batches=False),
             self._relabel(splits.test, group_batches=False),
             note,
