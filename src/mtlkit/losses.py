@@ -461,7 +461,10 @@ def task_losses(
         labelled = ~torch.isnan(y)
         # The loss only ever sees a sanitised label: NaN never enters the graph, so it cannot reach gradients.
         per_row = fn(z, torch.where(labelled, y, torch.zeros_like(y)))
-        per_row = torch.where(labelled, per_row, torch.zeros_like(per_row))  # an overflow there cannot leak
+        # masks by multiplication, not torch.where: where's backward has no batching rule in the vmap behind
+        # is_grads_batched, which would turn the engine's batched per-task gradients into a loop. Finite logits
+        # give finite per-row losses on the sanitised labels, so the unlabelled rows contribute exactly 0.
+        per_row = per_row * labelled.to(per_row.dtype)
         w = (
             labelled.to(per_row.dtype)
             if weights is None
@@ -470,7 +473,7 @@ def task_losses(
         total = w.sum()
         nonzero = total > 0
         mean = (w * per_row).sum() / torch.where(nonzero, total, torch.ones_like(total))
-        parts.append(torch.where(nonzero, mean, torch.zeros_like(mean)))
+        parts.append(mean)  # no labelled row: 0 / 1 = 0 exactly
     dtype = reduce(torch.promote_types, (p.dtype for p in parts))
     return torch.stack([p.to(dtype) for p in parts])
 
