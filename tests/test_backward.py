@@ -120,7 +120,7 @@ def test_fallback_loop_gives_the_same_norms_and_logs_once(
     messages = [r.getMessage() for r in caplog.records if r.name == "mtlkit.backward"]
     assert len(messages) == 1
     assert "FakeModel" in messages[0]
-    assert "one backward pass per task" in messages[0]
+    assert "one backward per task" in messages[0]
 
 
 @pytest.mark.parametrize("name", SHARED_MODELS)

@@ -90,29 +90,9 @@ def shared_grad_norms(losses: Tensor, shared: Tensor, model_name: str = "model")
     batching fails for an operation vmap cannot handle, one ``autograd.grad`` per task (logged once per model
     class). The graph is retained for the objective's backward.
     """
-    t = losses.shape[0]
-    try:
-        (grads,) = torch.autograd.grad(
-            losses,
-            shared,
-            grad_outputs=torch.eye(t, dtype=losses.dtype, device=losses.device),
-            is_grads_batched=True,
-            retain_graph=True,
-        )
-    except RuntimeError as exc:  # vmap over an operation without a batching rule
-        if model_name not in _LOOPED:
-            _LOOPED.add(model_name)
-            log.warning(
-                "per-task gradients at Output.shared of %s: batched autograd failed (%s); "
-                "falling back to one backward pass per task",
-                model_name,
-                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-            )
-        rows = [
-            torch.autograd.grad(losses[i], shared, retain_graph=True, allow_unused=True)[0] for i in range(t)
-        ]
-        grads = torch.stack([torch.zeros_like(shared) if g is None else g for g in rows])
-    return torch.linalg.vector_norm(grads.reshape(t, -1), dim=1).detach()
+    # the representation is an activation, not parameters: always the batched pass (with its loop fallback)
+    grads = task_jacobian(losses, [shared], model_name, strategy="batched")
+    return torch.linalg.vector_norm(grads, dim=1).detach()
 
 
 #: On CPU, per-task gradients of more shared parameters than this are computed with one backward per task: there

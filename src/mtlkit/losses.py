@@ -15,9 +15,9 @@ applied here: the balancer applies it.
 Registry: ``create_loss(name, kind=None, **params)`` and ``list_losses(kind=None)``; one name may serve several
 task kinds (``focal`` is :class:`Focal` for binary tasks and :class:`MulticlassFocal` for multiclass ones).
 
-Grouped losses (``Loss.grouped``; :class:`PairwiseLogistic`) are not sums over rows: they compare rows of the same
+Grouped losses (:class:`GroupedLoss`, e.g. :class:`PairwiseLogistic`) are not sums over rows: they compare rows of the same
 group (query / user / request id) and take the batch's group ids. :func:`task_losses` calls their
-:meth:`Loss.grouped_loss` with the groups instead of averaging per-row losses. They are not among the names a
+:meth:`GroupedLoss.grouped_loss` with the groups instead of averaging per-row losses. They are not among the names a
 ``Task.loss`` may take (``mtlkit.schema.LOSSES``); a Family that trains with one passes it to
 :class:`LossSet` through ``overrides``.
 """
@@ -81,17 +81,9 @@ class Loss(nn.Module, abc.ABC):
 
     name: ClassVar[str]
     kind: ClassVar[TaskKind]
-    #: True for losses over pairs of rows of the same group: :func:`task_losses` calls :meth:`grouped_loss`.
-    grouped: ClassVar[bool] = False
 
     def __init__(self) -> None:  # losses without hyperparameters take none (not nn.Module's *args)
         super().__init__()
-
-    def grouped_loss(
-        self, logits: Tensor, target: Tensor, weights: Tensor | None, groups: Tensor | None
-    ) -> Tensor:
-        """The task loss (a scalar) of a grouped loss; ``target`` may hold NaN (unlabelled rows take no part)."""
-        raise NotImplementedError(f"{type(self).__name__} is not a grouped loss")
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         check_shapes(self.kind, logits, target, type(self).__name__)
@@ -290,7 +282,18 @@ def pairwise_logistic(
     return torch.where(nonzero, mean, torch.zeros_like(mean))
 
 
-class PairwiseLogistic(Loss):
+class GroupedLoss(Loss):
+    """A loss over pairs of rows of the same group: :func:`task_losses` calls :meth:`grouped_loss` with the
+    batch's groups instead of averaging per-row losses."""
+
+    @abc.abstractmethod
+    def grouped_loss(
+        self, logits: Tensor, target: Tensor, weights: Tensor | None, groups: Tensor | None
+    ) -> Tensor:
+        """The task loss (a scalar); ``target`` may hold NaN (unlabelled rows take no part)."""
+
+
+class PairwiseLogistic(GroupedLoss):
     """RankNet pairwise logistic loss (Burges et al. 2005, "Learning to Rank using Gradient Descent").
 
     For rows i, j of the same group with grade ``y_i > y_j``: ``l_ij = log(1 + exp(-sigma (s_i - s_j)))``, the
@@ -307,7 +310,6 @@ class PairwiseLogistic(Loss):
 
     name = "pairwise_logistic"
     kind = "binary"
-    grouped = True
 
     def __init__(self, sigma: float = 1.0) -> None:
         super().__init__()
@@ -429,8 +431,8 @@ def task_losses(
         labels: [B, T] float, NaN = missing.
         weights: optional [B] sample weights (finite, >= 0).
         losses: task -> per-row loss; default: each task's ``Task.loss`` with default hyperparameters.
-        groups: optional [B] group ids, passed to grouped losses (``Loss.grouped``), whose task loss is their
-            :meth:`Loss.grouped_loss` (e.g. the mean over pairs) instead of the weighted mean over rows.
+        groups: optional [B] group ids, passed to grouped losses (:class:`GroupedLoss`), whose task loss is
+            their :meth:`GroupedLoss.grouped_loss` (e.g. the mean over pairs) instead of the weighted mean over rows.
     """
     n_tasks = len(schema.tasks)
     if labels.dim() != 2 or labels.shape[1] != n_tasks:
@@ -453,7 +455,7 @@ def task_losses(
         check_shapes(task.kind, z, y, where)
         if task.kind == "multiclass" and task.num_classes is not None and z.shape[1] != task.num_classes:
             raise ValueError(f"{where} has {task.num_classes} classes, got logits {_shape(z)}")
-        if isinstance(fn, Loss) and fn.grouped:
+        if isinstance(fn, GroupedLoss):
             if groups is not None and groups.shape != labels.shape[:1]:
                 raise ValueError(f"groups must be [B] = [{labels.shape[0]}], got {_shape(groups)}")
             parts.append(fn.grouped_loss(z, y, weights, groups))
