@@ -190,8 +190,7 @@ def _aggregate(
         rep = _check_shared(shared, model, aggregator)
         # the representation is an activation, not parameters: the size rule is for parameters
         jacobian = _all_reduce_hook(task_jacobian(losses, [rep], name, strategy="batched"))
-        direction = aggregator(jacobian)
-        correction = (direction - jacobian.sum(0)).reshape(rep.shape).to(rep.dtype)
+        correction = aggregator.shifted(jacobian, -1.0).reshape(rep.shape).to(rep.dtype)  # d - sum_i g_i
         roots, grads = [total, rep], [torch.ones_like(total), correction]
         if penalty is not None and penalty.requires_grad:
             roots.append(penalty)

@@ -90,3 +90,10 @@ def test_repr_typed_defaults_and_docstring(name: str) -> None:
     assert "=" in doc, f"{name}: no formula in the docstrings"
     if name != "mean":
         assert re.search(r"(19|20)\d\d", doc), f"{name}: the docstrings name no dated source"
+
+
+def test_shifted_is_the_direction_plus_a_multiple_of_the_sum(name: str) -> None:
+    jacobian = _jacobian(3)
+    direction = create_aggregator(name, SCHEMA)(jacobian)
+    shifted = create_aggregator(name, SCHEMA).shifted(jacobian, -1.0)  # a fresh method: same state and draws
+    torch.testing.assert_close(shifted, direction - jacobian.sum(0), atol=1e-10, rtol=1e-8)

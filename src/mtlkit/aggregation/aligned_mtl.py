@@ -69,10 +69,3 @@ class AlignedMTL(GradientAggregator):
         if not bool(b.any()) and bool(torch.isfinite(b).all()):
             return w.to(gram.device)
         return (b @ w).to(gram.device)
-
-    def forward(self, jacobian: Tensor) -> Tensor:
-        """(B w)^T J; the Gram matrix is formed from J / max|J| in float64 (no under/overflow)."""
-        scale = jacobian.detach().abs().amax()
-        unit = jacobian.detach() / torch.where(scale > 0, scale, torch.ones_like(scale))
-        # B does not depend on the scale of G: the Gram matrix of J / max|J| gives the same weights
-        return self.weights((unit @ unit.T).double()).to(jacobian.dtype) @ jacobian

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -39,14 +40,18 @@ _ITERATIONS = 500
 _ZERO_NORM = 1e-12
 
 
+def _project(v: np.ndarray) -> np.ndarray:
+    """The Euclidean projection of v [T] onto {w >= 0, sum w = 1} (Duchi et al., ICML 2008), in numpy."""
+    u = np.sort(v)[::-1]
+    css = np.cumsum(u) - 1.0
+    rho = int(np.nonzero(u - css / np.arange(1, v.size + 1) > 0)[0].max())
+    return np.maximum(v - css[rho] / (rho + 1), 0.0)
+
+
 def project_to_simplex(v: Tensor) -> Tensor:
     """The Euclidean projection of v [T] onto {w >= 0, sum w = 1} (Duchi et al., ICML 2008)."""
-    u, _ = torch.sort(v, descending=True)
-    css = torch.cumsum(u, 0) - 1.0
-    ind = torch.arange(1, v.numel() + 1, dtype=v.dtype, device=v.device)
-    rho = int(torch.nonzero(u - css / ind > 0).max())
-    theta = css[rho] / (rho + 1)
-    return torch.clamp(v - theta, min=0.0)
+    projected = _project(v.detach().cpu().double().numpy())
+    return torch.from_numpy(projected).to(dtype=v.dtype, device=v.device)
 
 
 def cagrad_objective(gram: Tensor, w: Tensor, c: float) -> float:
@@ -58,17 +63,21 @@ def cagrad_objective(gram: Tensor, w: Tensor, c: float) -> float:
 
 
 def cagrad_solve(gram: Tensor, c: float) -> Tensor:
-    """w* [T] (float64, CPU) minimising :func:`cagrad_objective` on the simplex."""
+    """w* [T] (float64, CPU) minimising :func:`cagrad_objective` on the simplex.
+
+    The iterations run on a numpy copy of the [T, T] matrix: each is a few operations on T numbers, where torch's
+    per-call overhead would dominate.
+    """
     t = gram.shape[0]
-    g = gram.detach().to(device="cpu", dtype=torch.float64)
-    top = float(g.diagonal().max())
+    g = gram.detach().to(device="cpu", dtype=torch.float64).numpy()
+    top = float(np.diagonal(g).max())
     if top > 0.0 and math.isfinite(top):
         g = g / top
-    mean = torch.full((t,), 1.0 / t, dtype=torch.float64)
+    mean = np.full(t, 1.0 / t)
     g_mean = g @ mean
     k = c * math.sqrt(max(float(mean @ g_mean), 0.0))  # sqrt(phi) on the normalised scale
 
-    def value(w: Tensor) -> float:
+    def value(w: np.ndarray) -> float:
         return float(w @ g_mean) + k * math.sqrt(max(float(w @ g @ w), 0.0))
 
     w, fw = mean, value(mean)
@@ -78,17 +87,17 @@ def cagrad_solve(gram: Tensor, c: float) -> Tensor:
         norm = math.sqrt(max(float(w @ gw), 0.0))
         grad = g_mean + (k / norm) * gw if norm > _ZERO_NORM else g_mean
         while True:
-            cand = project_to_simplex(w - step * grad)
+            cand = _project(w - step * grad)
             diff = cand - w
             fc = value(cand)
             if fc <= fw + float(grad @ diff) + float(diff @ diff) / (2.0 * step) or step < 1e-20:
                 break
             step *= 0.5
-        if fc >= fw or float(diff.abs().max()) < 1e-15:
+        if fc >= fw or float(np.abs(diff).max()) < 1e-15:
             break
         w, fw = cand, fc
         step *= 2.0
-    return w
+    return torch.from_numpy(w)
 
 
 class CAGrad(GradientAggregator):
@@ -135,15 +144,3 @@ class CAGrad(GradientAggregator):
                 weights = weights + (k / norm) * w
         divisor = (1.0, 1.0 + self.c**2, 1.0 + self.c)[self.rescale]
         return (weights / divisor).to(device=gram.device, dtype=gram.dtype)
-
-    def forward(self, jacobian: Tensor) -> Tensor:
-        scaled = jacobian * _unit_scale(jacobian)
-        return self.weights(scaled @ scaled.T).to(jacobian.dtype) @ jacobian
-
-
-def _unit_scale(jacobian: Tensor) -> float:
-    """A power of two s with max |s J| in [1, 2) (1 for a zero or non-finite J): exact rescaling."""
-    top = float(jacobian.detach().abs().max()) if jacobian.numel() else 0.0
-    if top == 0.0 or not math.isfinite(top):
-        return 1.0
-    return 2.0 ** -math.floor(math.log2(top))

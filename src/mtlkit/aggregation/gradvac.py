@@ -126,15 +126,3 @@ class GradVac(OwnsGenerator, GradientAggregator):
         g = gram / top if top > 0.0 and math.isfinite(top) else gram
         coef = gradvac_coefficients(g, self.targets, self.draw_orders(t), self.beta)
         return coef.sum(0).to(device=gram.device, dtype=gram.dtype)
-
-    def forward(self, jacobian: Tensor) -> Tensor:
-        scaled = jacobian * _unit_scale(jacobian)
-        return self.weights(scaled @ scaled.T).to(jacobian.dtype) @ jacobian
-
-
-def _unit_scale(jacobian: Tensor) -> float:
-    """A power of two s with max |s J| in [1, 2) (1 for a zero or non-finite J): exact rescaling."""
-    top = float(jacobian.detach().abs().max()) if jacobian.numel() else 0.0
-    if top == 0.0 or not math.isfinite(top):
-        return 1.0
-    return 2.0 ** -math.floor(math.log2(top))

@@ -31,7 +31,6 @@ from torch import Tensor
 
 from mtlkit.aggregation.base import GradientAggregator, Mode
 from mtlkit.aggregation.mgda import solver_copy
-from mtlkit.aggregation.unit_grad import unit_rows
 from mtlkit.schema import Schema
 
 
@@ -84,15 +83,10 @@ class IMTL(GradientAggregator):
         norms = g.diagonal().clamp(min=0).sqrt()
         inv = torch.where(norms > 0, 1.0 / torch.where(norms > 0, norms, torch.ones_like(norms)), 0.0)
         cosine = g * inv[:, None] * inv[None, :]
-        rtol = math.sqrt(torch.finfo(gram.dtype).eps)
+        # the Gram matrix is float64 but, for float32 gradients, only float32-accurate: singularity is judged at
+        # that precision
+        rtol = math.sqrt(max(torch.finfo(torch.float32).eps, torch.finfo(gram.dtype).eps))
         return imtl_weights(cosine, norms, rtol).to(device=gram.device, dtype=gram.dtype)
-
-    def forward(self, jacobian: Tensor) -> Tensor:
-        """Cosines from the unit rows and norms from the row-scaled gradients: exact for any gradient scale."""
-        unit, norms = unit_rows(jacobian)
-        rtol = math.sqrt(torch.finfo(jacobian.dtype).eps)
-        alpha = imtl_weights(solver_copy(unit @ unit.T), solver_copy(norms), rtol)
-        return alpha.to(device=jacobian.device, dtype=jacobian.dtype) @ jacobian
 
     def reset(self) -> None:
         """Stateless."""

@@ -24,11 +24,11 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from mtlkit.aggregation.base import GradientAggregator, Mode
-from mtlkit.aggregation.unit_grad import unit_rows
 from mtlkit.errors import MtlkitError
 from mtlkit.schema import Schema
 
@@ -53,17 +53,6 @@ def solver_copy(gram: Tensor) -> Tensor:
     return gram.detach().to(device="cpu", dtype=torch.float64)
 
 
-def scaled_gram(jacobian: Tensor) -> Tensor:
-    """The Gram matrix of ``jacobian / max|jacobian|``: no overflow (1e20 entries in float32) nor underflow.
-
-    Methods whose weights do not change when all gradients are multiplied by one constant take their weights
-    from it and apply them to the raw gradients.
-    """
-    peak = jacobian.abs().amax()
-    scaled = jacobian / torch.where(peak > 0, peak, torch.ones_like(peak))
-    return scaled @ scaled.T
-
-
 def min_norm_weights(gram: Tensor, max_iter: int = 250, tol: float = 1e-6) -> Tensor:
     """argmin of alpha^T G alpha over the simplex, from the Gram matrix G [T, T] (float64, CPU).
 
@@ -83,24 +72,27 @@ def min_norm_weights(gram: Tensor, max_iter: int = 250, tol: float = 1e-6) -> Te
         curvature = g11 - 2 * g12 + g22  # ||g1 - g2||^2
         gamma = ((g22 - g12) / curvature).clamp(0.0, 1.0) if curvature > 0 else gram.new_tensor(0.5)
         return torch.stack([gamma, 1 - gamma])
-    alpha = gram.new_full((t,), 1.0 / t)
-    diag = gram.diagonal()
-    negligible = torch.finfo(gram.dtype).eps * diag.max()
+    # the loop runs on a numpy copy: each step is a handful of operations on T numbers, where torch's per-call
+    # overhead (microseconds) would dominate
+    g = gram.detach().cpu().numpy()
+    alpha = np.full(t, 1.0 / t)
+    diag = np.diagonal(g)
+    negligible = np.finfo(g.dtype).eps * diag.max()
     for _ in range(max_iter):
-        g_alpha = gram @ alpha
+        g_alpha = g @ alpha
         objective = alpha @ g_alpha
-        best = int(torch.argmin(g_alpha))
+        best = int(np.argmin(g_alpha))
         gap = objective - g_alpha[best]
         if 2 * gap <= tol * objective or objective <= negligible:
             break
-        worst = int(torch.argmax(torch.where(alpha > 0, g_alpha, g_alpha.new_tensor(-math.inf))))
-        curvature = diag[worst] - 2 * gram[worst, best] + diag[best]  # ||g_worst - g_best||^2
+        worst = int(np.argmax(np.where(alpha > 0, g_alpha, -np.inf)))
+        curvature = diag[worst] - 2 * g[worst, best] + diag[best]  # ||g_worst - g_best||^2
         if curvature <= 0:
             break
-        step = torch.minimum((g_alpha[worst] - g_alpha[best]) / curvature, alpha[worst])
+        step = min((g_alpha[worst] - g_alpha[best]) / curvature, alpha[worst])
         alpha[best] += step
         alpha[worst] -= step
-    return alpha
+    return torch.from_numpy(alpha).to(dtype=gram.dtype, device=gram.device)
 
 
 class MGDA(GradientAggregator):
@@ -173,11 +165,3 @@ class MGDA(GradientAggregator):
         f = self._inverse_norms(g)
         alpha = min_norm_weights(g * f[:, None] * f[None, :], self.max_iter, self.tol)
         return (alpha * f).to(device=gram.device, dtype=gram.dtype)
-
-    def forward(self, jacobian: Tensor) -> Tensor:
-        """The update from a Gram matrix that cannot overflow: of the unit rows (``l2``, ``loss+``, where the
-        weights carry 1 / ||g_i||), else of the gradients over their largest entry (weights free of scale)."""
-        if self.normalization in ("l2", "loss+"):
-            unit, _ = unit_rows(jacobian)
-            return self.weights(unit @ unit.T).to(jacobian.dtype) @ unit
-        return self.weights(scaled_gram(jacobian)).to(jacobian.dtype) @ jacobian

@@ -50,14 +50,6 @@ RIDGE = 1e-12
 FULL_STEP_DECREMENT = 0.25
 
 
-def scaled_gram(jacobian: Tensor) -> Tensor:
-    """J J^T in float64, computed from J / max|J| so that neither 1e-20 nor 1e20 gradients under/overflow."""
-    scale = jacobian.detach().abs().amax()
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    unit = jacobian.detach() / scale
-    return (unit @ unit.T).double() * scale.double() ** 2
-
-
 def _condition(gram: Tensor) -> tuple[Tensor, float]:
     """(G / s made PSD plus a ridge, s = max diagonal) in float64 on the CPU; s = 0 for an all-zero G."""
     g = gram.detach().to("cpu", torch.float64)
@@ -162,7 +154,3 @@ class NashMTL(GradientAggregator):
                 self.alpha.copy_(solve_nash(gram, self.max_iter, self.tol))
         self.steps.add_(1)
         return self.alpha.detach().clone().to(gram.device)
-
-    def forward(self, jacobian: Tensor) -> Tensor:
-        """sum_i alpha_i g_i; the Gram matrix is formed from J / max|J| in float64 (no under/overflow)."""
-        return self.weights(scaled_gram(jacobian)).to(jacobian.dtype) @ jacobian

@@ -54,14 +54,6 @@ def pcgrad_coefficients(gram: Tensor, orders: list[list[int]]) -> Tensor:
     return coef
 
 
-def _unit_scale(jacobian: Tensor) -> float:
-    """A power of two s with max |s J| in [1, 2) (1 for a zero or non-finite J): exact rescaling."""
-    top = float(jacobian.detach().abs().max()) if jacobian.numel() else 0.0
-    if top == 0.0 or not math.isfinite(top):
-        return 1.0
-    return 2.0 ** -math.floor(math.log2(top))
-
-
 class PCGrad(OwnsGenerator, GradientAggregator):
     """PCGrad (Yu et al., NeurIPS 2020): g_i' -= min(g_i' . g_j, 0) / ||g_j||^2 g_j over the other tasks j in a
     random order; d = sum_i g_i' (computed on the Gram matrix through coefficients: d = C.sum(0) @ J).
@@ -99,7 +91,3 @@ class PCGrad(OwnsGenerator, GradientAggregator):
         g = gram / top if top > 0.0 and math.isfinite(top) else gram
         coef = pcgrad_coefficients(g, self.draw_orders(t))
         return coef.sum(0).to(device=gram.device, dtype=gram.dtype)
-
-    def forward(self, jacobian: Tensor) -> Tensor:
-        scaled = jacobian * _unit_scale(jacobian)
-        return self.weights(scaled @ scaled.T).to(jacobian.dtype) @ jacobian

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from mtlkit.aggregation.base import GradientAggregator, Mode
-from mtlkit.aggregation.mgda import check_solver, min_norm_weights, scaled_gram, solver_copy
+from mtlkit.aggregation.mgda import check_solver, min_norm_weights, solver_copy
 from mtlkit.schema import Schema
 
 
@@ -92,10 +92,6 @@ class PELTR(GradientAggregator):
         shifted = (c @ gc) + r * (gc[:, None] + gc[None, :]) + r * r * g  # Gram of q + r g_i
         v = min_norm_weights(shifted, self.max_iter, self.tol)
         return (c + r * v).to(device=gram.device, dtype=gram.dtype)
-
-    def forward(self, jacobian: Tensor) -> Tensor:
-        """The weights do not change when all gradients share one scale: take them from the scaled Gram."""
-        return self.weights(scaled_gram(jacobian)).to(jacobian.dtype) @ jacobian
 
     def reset(self) -> None:
         """Stateless."""

@@ -8,8 +8,6 @@ weighting of the task gradients: w_i = 1 / ||g_i|| = 1 / sqrt(G_ii).
 Scale convention: identical task gradients g give T g / ||g|| (the norm of the update is the number of tasks with
 a non-zero gradient, whatever the scale of the gradients). A task whose gradient is zero (norm <= ``eps``) gets
 weight 0 and adds nothing.
-
-:func:`unit_rows` is the overflow- and underflow-safe row normalisation shared with MGDA and IMTL.
 """
 
 from __future__ import annotations
@@ -21,20 +19,6 @@ from torch import Tensor
 
 from mtlkit.aggregation.base import GradientAggregator, Mode
 from mtlkit.schema import Schema
-
-
-def unit_rows(jacobian: Tensor) -> tuple[Tensor, Tensor]:
-    """The rows of ``jacobian`` [T, D] divided by their norms, and the norms [T].
-
-    Each row is first divided by its largest absolute entry, so neither the squares of huge entries (1e20 in
-    float32) overflow nor those of tiny ones (1e-20) underflow. Zero rows stay zero (norm 0). A norm beyond the
-    range of the dtype reads as inf; the unit row is still exact.
-    """
-    peak = jacobian.abs().amax(dim=1, keepdim=True)
-    scaled = jacobian / torch.where(peak > 0, peak, torch.ones_like(peak))
-    norm = torch.linalg.vector_norm(scaled, dim=1, keepdim=True)  # in [1, sqrt(D)], or 0 for a zero row
-    unit = scaled / torch.where(norm > 0, norm, torch.ones_like(norm))
-    return unit, (peak * norm).squeeze(1)
 
 
 class UnitGrad(GradientAggregator):
@@ -62,12 +46,6 @@ class UnitGrad(GradientAggregator):
         keep = (norm > self.eps) & (norm > 0)
         # 1 / sqrt of the smallest positive float is still finite (float32: 2.7e22), so no overflow here
         return torch.where(keep, 1.0 / torch.where(keep, norm, torch.ones_like(norm)), torch.zeros_like(norm))
-
-    def forward(self, jacobian: Tensor) -> Tensor:
-        """sum_i g_i / ||g_i|| from the rows normalised in place (exact for tiny and huge gradients)."""
-        unit, norm = unit_rows(jacobian)
-        keep = (norm > self.eps).to(unit.dtype)
-        return keep @ unit
 
     def reset(self) -> None:
         """Stateless."""

@@ -115,10 +115,3 @@ class UPGrad(GradientAggregator):
             return torch.full((t,), float("nan"), dtype=torch.float64, device=gram.device)
         w = torch.stack([project_weights(g, i) for i in range(t)]).mean(0)
         return w.to(gram.device)
-
-    def forward(self, jacobian: Tensor) -> Tensor:
-        """(1/T) sum_i J^T w_i; the Gram matrix is formed from J / max|J| in float64 (no under/overflow)."""
-        scale = jacobian.detach().abs().amax()
-        unit = jacobian.detach() / torch.where(scale > 0, scale, torch.ones_like(scale))
-        # the weights do not depend on the scale of G: the Gram matrix of J / max|J| gives the same weights
-        return self.weights((unit @ unit.T).double()).to(jacobian.dtype) @ jacobian

@@ -1,0 +1,37 @@
+"""The shared Gram matrix and combination of task gradients (mtlkit.aggregation.base)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mtlkit.aggregation.base import GRAM_CHUNK, combine, gram_matrix
+
+
+@pytest.mark.parametrize("width", [7, GRAM_CHUNK, 3 * GRAM_CHUNK + 5])
+def test_gram_equals_the_float64_product_for_any_width(width: int) -> None:
+    jacobian = torch.randn(4, width, generator=torch.Generator().manual_seed(width))
+    gram, rows, scales = gram_matrix(jacobian)
+    exact = jacobian.double() @ jacobian.double().T
+    assert gram.dtype == torch.float64
+    torch.testing.assert_close(gram, exact, rtol=1e-5, atol=1e-5 * float(exact.abs().max()))
+    assert rows.data_ptr() == jacobian.data_ptr()  # the usual case makes no copy of J
+    assert torch.equal(scales, torch.ones(4, dtype=torch.float64))
+
+
+def test_gram_of_tiny_and_huge_rows_is_exact_in_float64() -> None:
+    base = torch.tensor([[3.0, 4.0], [0.0, 0.0], [-3.0, 4.0], [1.0, 0.0]])
+    factors = torch.tensor([1e20, 1.0, 1e-25, 1.0])
+    jacobian = base * factors[:, None]  # float32: 1e40 overflows, 1e-50 underflows
+    gram, rows, scales = gram_matrix(jacobian)
+    exact = (base.double() * factors.double()[:, None]) @ (base.double() * factors.double()[:, None]).T
+    assert torch.isfinite(gram).all()
+    torch.testing.assert_close(gram, exact, rtol=1e-6, atol=0.0)
+    # the combination is formed from the same scaled rows: no overflow of w_i * g_i either
+    weights = 1.0 / exact.diagonal().sqrt().clamp(min=1e-300) * (exact.diagonal() > 0)
+    torch.testing.assert_close(combine(weights, rows, scales), torch.tensor([1.0, 1.6]))
+
+
+def test_gram_rejects_integer_gradients() -> None:
+    with pytest.raises(TypeError, match=r"floating point, got torch\.int64"):
+        gram_matrix(torch.ones(2, 3, dtype=torch.int64))
