@@ -2,7 +2,7 @@
 
 One training step = forward of mtlkit's MMoE on a batch of 1024 rows, the T binary cross-entropy losses of
 ``mtlkit.losses.LossSet`` (what the Trainer uses),
-``zero_grad``, ``mtl_backward(losses, model, balancer, shared=Output.shared)`` and a
+``zero_grad``, ``mtl_backward(losses, model, balancer, shared=Output.shared, mix=Output.mix)`` (as the Trainer) and a
 ``torch.optim.Adam(fused=True)`` step (lr 1e-3). The reference is the equal-weight step: the loss weighting
 ``static`` (``create_weighting("static", schema)``, one backward of the loss sum). Every aggregator of
 ``list_aggregators()`` is timed in both modes:
@@ -12,7 +12,8 @@ One training step = forward of mtlkit's MMoE on a batch of 1024 rows, the T bina
   products for up to 100,000 shared parameters, here the paper size; one backward per task above that on CPU,
   here the production size), then the private parameters' backward;
 * ``representation``: per-task gradients at ``Output.shared`` (the experts' outputs), through the gates and towers
-  only, then one backward.
+  only (MMoE reports its gated mix, ``Output.mix``, so the engine forms them from one backward through the towers
+  and an outer product with the gate weights), then one backward.
 
 Sizes are those of ``benchmarks/model_step.py`` (``paper``: 100 numeric inputs, 8 experts of [16], towers [8];
 ``production``: 20 categorical (vocabulary 1,000, dim 16) + 180 numeric = 500 inputs, 8 experts of [256, 128],
@@ -168,7 +169,7 @@ class Contender:
         out: Output = self.model.compute(categorical, numeric)  # type: ignore[operator]
         losses = self.losses(out.logits, labels)  # the Trainer's losses (masked, per-row, weighted mean)
         self.optimizer.zero_grad(set_to_none=True)
-        mtl_backward(losses, self.model, self.balancer, shared=out.shared)  # type: ignore[arg-type]
+        mtl_backward(losses, self.model, self.balancer, shared=out.shared, mix=out.mix)  # type: ignore[arg-type]
         self.optimizer.step()
 
     def run(self, steps: int) -> float:
@@ -588,7 +589,8 @@ def docs_section(result: dict[str, Any]) -> str:
         "through the whole model (one batched `autograd.grad` at the paper size; one backward per task at the "
         "production size, by the engine's size rule `mtlkit.backward.jacobian_strategy`); `representation`: "
         "per-task gradients at "
-        "`Output.shared` (through gates and towers only). Floor = (1 + 2T)/3: the FLOP ratio of one forward "
+        "`Output.shared` (through gates and towers only; MMoE reports its gated mix, `Output.mix`, so the engine "
+        "forms them from one backward through the towers and an outer product with the gate weights). Floor = (1 + 2T)/3: the FLOP ratio of one forward "
         "(1) + T backward passes through the whole model (2 each) to one forward + one backward; where a step is "
         "dominated by per-operation overhead rather than FLOPs (the paper size), measured ratios can be below it. "
         "Sizes as in the model step section: "

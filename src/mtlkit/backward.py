@@ -20,7 +20,11 @@ data declared on its class) and computes just that:
     part only. With d the aggregated direction there and g_i the rows, one backward with two roots,
     ``sum_i L_i`` and ``Output.shared`` with gradient ``d - sum_i g_i``, gives every parameter its plain gradient
     with the shared representation's contribution replaced by d: exact also for shared parameters that tasks
-    reach along other paths (PLE's lower levels feed task experts too).
+    reach along other paths (PLE's lower levels feed task experts too). When the model reports a
+    :class:`~mtlkit.models.base.GatedMix` (``Output.mix``: task t's tower alone reads the gated sum
+    ``inputs[:, t]`` of the shared experts), the T rows come from one ordinary backward to ``inputs`` (the towers
+    are disjoint, so its slice t is d L_t / d inputs[:, t]) and an outer product with the gate weights, instead of
+    T vector-Jacobian products through every tower (:func:`representation_jacobian`).
 
   Under DDP, the per-task gradient matrix is the place to all-reduce (``_all_reduce_hook``), before aggregation.
 """
@@ -28,13 +32,17 @@ data declared on its class) and computes just that:
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from mtlkit.aggregation.base import GradientAggregator
+from mtlkit.aggregation.base import GatedJacobian, GradientAggregator
 from mtlkit.errors import MtlkitError
 from mtlkit.weighting.base import LossWeighting
+
+if TYPE_CHECKING:
+    from mtlkit.models.base import GatedMix
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +61,7 @@ def mtl_backward(
     balancer: LossWeighting | GradientAggregator,
     penalty: Tensor | None = None,
     shared: Tensor | None = None,
+    mix: GatedMix | None = None,
 ) -> Tensor:
     """Write the gradients of the balanced objective into ``.grad``; returns the objective (detached).
 
@@ -62,6 +71,7 @@ def mtl_backward(
         balancer: the balancing method; ``balancer.needs`` says what it consumes.
         penalty: scalar added to the objective unweighted (model regularisation), or None.
         shared: ``Output.shared``, where representation-level quantities are taken (per-task gradient norms).
+        mix: ``Output.mix``, how the towers read ``shared`` (None: not a gated mix, or unknown).
     """
     needs = set(balancer.needs)
     missing = needs - SUPPORTED_NEEDS
@@ -71,11 +81,11 @@ def mtl_backward(
         )
     if needs & GRADIENT_NEEDS:
         assert isinstance(balancer, GradientAggregator)
-        return _aggregate(losses, model, balancer, penalty, shared)
+        return _aggregate(losses, model, balancer, penalty, shared, mix)
     assert isinstance(balancer, LossWeighting)
     if "shared_grad_norms" in needs:
         checked = _check_shared(shared, model, balancer)
-        balancer.observe_grad_norms(shared_grad_norms(losses, checked, model_name=type(model).__name__))
+        balancer.observe_grad_norms(shared_grad_norms(losses, checked, type(model).__name__, mix, model))
     objective = balancer(losses)
     if penalty is not None:
         objective = objective + penalty
@@ -83,16 +93,60 @@ def mtl_backward(
     return objective.detach()
 
 
-def shared_grad_norms(losses: Tensor, shared: Tensor, model_name: str = "model") -> Tensor:
+def shared_grad_norms(
+    losses: Tensor,
+    shared: Tensor,
+    model_name: str = "model",
+    mix: GatedMix | None = None,
+    model: nn.Module | None = None,
+) -> Tensor:
     """``||d L_i / d shared||_2`` for every task i: a detached vector [T] (float32 or the losses' dtype).
 
-    One batched ``autograd.grad`` over the rows of the identity (the T vector-Jacobian products at once); when
-    batching fails for an operation vmap cannot handle, one ``autograd.grad`` per task (logged once per model
-    class). The graph is retained for the objective's backward.
+    The rows come from :func:`representation_jacobian`. The graph is retained for the objective's backward.
     """
-    # the representation is an activation, not parameters: always the batched pass (with its loop fallback)
-    grads = task_jacobian(losses, [shared], model_name, strategy="batched")
+    grads = representation_jacobian(losses, shared, model_name, mix, model, factored=True)
+    if isinstance(grads, GatedJacobian):
+        return grads.gram().diagonal().clamp(min=0).sqrt().to(losses.dtype)
     return torch.linalg.vector_norm(grads, dim=1).detach()
+
+
+def representation_jacobian(
+    losses: Tensor,
+    shared: Tensor,
+    model_name: str = "model",
+    mix: GatedMix | None = None,
+    model: nn.Module | None = None,
+    factored: bool = False,
+) -> Tensor | GatedJacobian:
+    """The per-task gradients of ``losses`` [T] at the shared representation: [T, shared.numel()].
+
+    With a :class:`~mtlkit.models.base.GatedMix` (and no task whose tower reads another task's output through
+    the graph, which would let one loss reach two towers): one ordinary backward of sum_i L_i to ``mix.inputs``
+    [B, T, d], whose slice t is d L_t / d inputs[:, t], and row t = weights[:, t, :, None] * that[:, None, :];
+    returned as a :class:`~mtlkit.aggregation.base.GatedJacobian` (its two factors) when ``factored``, else
+    built. Otherwise one batched ``autograd.grad`` over the rows of the identity (the representation is an
+    activation, not parameters, so always batched, with its loop fallback). The graph is retained.
+    """
+    t = losses.shape[0]
+    read_through = getattr(model, "read_through_tasks", None)
+    if mix is not None and not (read_through is not None and read_through()):
+        weights, inputs = mix.weights, mix.inputs
+        if (
+            weights.dim() != 3
+            or weights.shape[1] != t
+            or weights.shape[0] * weights.shape[2] * inputs.shape[-1] != shared.numel()
+            or inputs.shape[:2] != weights.shape[:2]
+        ):
+            raise MtlkitError(
+                f"{model_name}: Output.mix does not match {t} task losses and Output.shared of shape "
+                f"{list(shared.shape)} (gate weights {list(weights.shape)}, tower inputs {list(inputs.shape)})"
+            )
+        (upstream,) = torch.autograd.grad(losses.sum(), inputs, retain_graph=True, allow_unused=True)
+        if upstream is None:
+            upstream = torch.zeros_like(inputs)
+        jacobian = GatedJacobian(weights, upstream)
+        return jacobian if factored else jacobian.dense()
+    return task_jacobian(losses, [shared], model_name, strategy="batched")
 
 
 #: On CPU, per-task gradients of more shared parameters than this are computed with one backward per task: there
@@ -181,6 +235,7 @@ def _aggregate(
     aggregator: GradientAggregator,
     penalty: Tensor | None,
     shared: Tensor | None,
+    mix: GatedMix | None = None,
 ) -> Tensor:
     """Per-task gradients -> the aggregator's direction -> ``.grad`` (see the module docstring)."""
     name = type(model).__name__
@@ -188,8 +243,12 @@ def _aggregate(
     total = losses.sum()
     if aggregator.mode == "representation":
         rep = _check_shared(shared, model, aggregator)
-        # the representation is an activation, not parameters: the size rule is for parameters
-        jacobian = _all_reduce_hook(task_jacobian(losses, [rep], name, strategy="batched"))
+        # under DDP the matrix is all-reduced, so it is built; else a gated mix stays in its factors
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        jacobian = representation_jacobian(losses, rep, name, mix, model, factored=not distributed)
+        if distributed:
+            assert isinstance(jacobian, Tensor)
+            jacobian = _all_reduce_hook(jacobian)
         correction = aggregator.shifted(jacobian, -1.0).reshape(rep.shape).to(rep.dtype)  # d - sum_i g_i
         roots, grads = [total, rep], [torch.ones_like(total), correction]
         if penalty is not None and penalty.requires_grad:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mtlkit.aggregation.base import GRAM_CHUNK, combine, gram_matrix
+from mtlkit.aggregation.base import GRAM_CHUNK, GatedJacobian, combine, gram_matrix
 
 
 @pytest.mark.parametrize("width", [7, GRAM_CHUNK, 3 * GRAM_CHUNK + 5])
@@ -35,3 +35,27 @@ def test_gram_of_tiny_and_huge_rows_is_exact_in_float64() -> None:
 def test_gram_rejects_integer_gradients() -> None:
     with pytest.raises(TypeError, match=r"floating point, got torch\.int64"):
         gram_matrix(torch.ones(2, 3, dtype=torch.int64))
+
+
+def _gated(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    weights = torch.softmax(torch.randn(6, 3, 4, generator=g), dim=2)  # [B, T, E]
+    upstream = torch.randn(6, 3, 5, generator=g)  # [B, T, d]
+    return weights, upstream
+
+
+def test_gated_jacobian_factors_equal_the_built_matrix() -> None:
+    weights, upstream = _gated()
+    jacobian = GatedJacobian(weights, upstream)
+    dense = jacobian.dense()
+    expected = torch.einsum("bte,btd->tbed", weights, upstream).reshape(3, -1)
+    torch.testing.assert_close(dense, expected)
+    assert jacobian.shape == (3, 6 * 4 * 5)
+    torch.testing.assert_close(jacobian.gram(), dense.double() @ dense.double().T, rtol=1e-6, atol=1e-8)
+    c = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+    torch.testing.assert_close(jacobian.combine(c), c.float() @ dense, rtol=1e-5, atol=1e-6)
+
+
+def test_gated_jacobian_rejects_mismatched_factors() -> None:
+    with pytest.raises(ValueError, match=r"\[B, T, E\].*got \[6, 3, 4\] and \[6, 2, 5\]"):
+        GatedJacobian(torch.ones(6, 3, 4), torch.ones(6, 2, 5))

@@ -82,6 +82,51 @@ def gram_matrix(jacobian: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return _row_products(rows).double() * scales[:, None] * scales[None, :], rows, scales
 
 
+class GatedJacobian:
+    """The per-task gradients at a gated mixture's experts, [T, B*E*d], held as its two factors.
+
+    Row t at (b, e, k) is ``weights[b, t, e] * upstream[b, t, k]`` (gate weights [B, T, E], gradients at the
+    tower inputs [B, T, d]; see :class:`~mtlkit.models.base.GatedMix`). The Gram matrix and any combination
+    sum_t c_t g_t are formed from the factors (O(B T^2 (E + d)) and one batched matmul) without building the
+    T x B x E x d matrix; :meth:`dense` builds it for the methods that need coordinates.
+    """
+
+    def __init__(self, weights: Tensor, upstream: Tensor) -> None:
+        if weights.dim() != 3 or upstream.dim() != 3 or weights.shape[:2] != upstream.shape[:2]:
+            raise ValueError(
+                f"GatedJacobian needs gate weights [B, T, E] and upstream gradients [B, T, d] with the same B and T, "
+                f"got {list(weights.shape)} and {list(upstream.shape)}"
+            )
+        self.weights = weights.detach()
+        self.upstream = upstream.detach()
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        b, t, e = self.weights.shape
+        return t, b * e * self.upstream.shape[2]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.upstream.dtype
+
+    def gram(self) -> Tensor:
+        """J J^T [T, T] in float64: sum_b (w_b w_b^T) * (u_b u_b^T), in float64 throughout (exact scale)."""
+        w, u = self.weights.double(), self.upstream.double()
+        return (torch.bmm(w, w.transpose(1, 2)) * torch.bmm(u, u.transpose(1, 2))).sum(0)
+
+    def combine(self, coefficients: Tensor) -> Tensor:
+        """sum_t c_t g_t [B*E*d] in the gradients' dtype: one batched matmul [B, E, T] x [B, T, d]."""
+        c = coefficients.to(device=self.upstream.device, dtype=torch.float64)
+        scaled = (self.upstream.double() * c[None, :, None]).to(self.upstream.dtype)
+        return torch.bmm(self.weights.transpose(1, 2).to(scaled.dtype), scaled).reshape(-1)
+
+    def dense(self) -> Tensor:
+        """The matrix itself, [T, B*E*d]."""
+        t = self.weights.shape[1]
+        gate = self.weights.transpose(0, 1).unsqueeze(-1)  # [T, B, E, 1]
+        return (gate * self.upstream.transpose(0, 1).unsqueeze(2)).reshape(t, -1)
+
+
 def combine(weights: Tensor, rows: Tensor, scales: Tensor) -> Tensor:
     """sum_i weights_i g_i [D] for J = diag(scales) @ rows (see :func:`gram_matrix`), in ``rows``' dtype."""
     coefficients = weights.to(device=rows.device, dtype=torch.float64) * scales
@@ -132,17 +177,21 @@ class GradientAggregator(nn.Module, abc.ABC):
         """The update direction [D] from the per-task gradients [T, D] (in J's dtype)."""
         return self.shifted(jacobian, 0.0)
 
-    def shifted(self, jacobian: Tensor, shift: float) -> Tensor:
+    def shifted(self, jacobian: Tensor | GatedJacobian, shift: float) -> Tensor:
         """The direction plus ``shift`` times the plain sum of the task gradients, d + shift * sum_i g_i.
 
         For a gram-based method (``needs == {"gram"}``: it implements :meth:`weights`, not ``forward``) this is
-        sum_i (w_i + shift) g_i, one pass over J; the engine's representation mode uses shift = -1.
+        sum_i (w_i + shift) g_i, one pass over J, or none when J is a :class:`GatedJacobian` (formed from its
+        factors); the engine's representation mode uses shift = -1. Other methods get the dense matrix.
         """
         if self.needs == frozenset({"gram"}):
+            if isinstance(jacobian, GatedJacobian):
+                return jacobian.combine(self.weights(jacobian.gram()) + shift)
             gram, rows, scales = gram_matrix(jacobian)
             return combine(self.weights(gram) + shift, rows, scales)
-        direction = self(jacobian)
-        return direction + shift * jacobian.sum(0) if shift else direction
+        dense = jacobian.dense() if isinstance(jacobian, GatedJacobian) else jacobian
+        direction = self(dense)
+        return direction + shift * dense.sum(0) if shift else direction
 
     @abc.abstractmethod
     def reset(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from mtlkit.models.base import MultiTaskModel, Output
+from mtlkit.models.base import GatedMix, MultiTaskModel, Output
 from mtlkit.registry import LazyRegistry
 from mtlkit.schema import Schema
 
@@ -55,4 +55,12 @@ def create_model(name: str, schema: Schema, **params: Any) -> MultiTaskModel:
     return MODELS.create(name, schema, **params)
 
 
-__all__ = ["MODELS", "MultiTaskModel", "Output", "create_model", "list_models", "model_parameters"]
+__all__ = [
+    "MODELS",
+    "GatedMix",
+    "MultiTaskModel",
+    "Output",
+    "create_model",
+    "list_models",
+    "model_parameters",
+]

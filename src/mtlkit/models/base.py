@@ -11,6 +11,9 @@
 * ``Output.extras``: other per-row predictions [B] besides the trained logits (ESMM's pCVR);
 * ``Output.regularization``: a scalar penalty that depends on the batch (AITM's calibrator), added to the training
   loss next to ``regularization()``; None when the model has none.
+* ``Output.mix``: a :class:`GatedMix` where every task's tower reads its own gated sum of ``Output.shared``
+  (MMoE), else None. The backward engine then forms the per-task gradients at ``shared`` from one ordinary
+  backward through the towers instead of T (see :mod:`mtlkit.backward`).
 
 ``shared_parameters()`` and ``task_parameters(task)`` split the trainable parameters (every parameter belongs to
 exactly one of: shared, or one task); ``regularization()`` is a scalar added to the loss (zero by default).
@@ -32,6 +35,20 @@ from mtlkit.schema import Schema
 
 
 @dataclass
+class GatedMix:
+    """How the towers read ``Output.shared`` [B, E, d] in a mixture-of-experts model with one gate per task.
+
+    ``inputs[:, t] = sum_e weights[:, t, e] * shared[:, e]`` for every task t in schema order, ``inputs`` [B, T, d]
+    is the tensor in the graph that task t's tower (and nothing else) reads through ``inputs[:, t]``, and
+    ``weights`` [B, T, E] are the gate weights. Then the gradient of task t's loss at ``shared`` is the outer
+    product ``weights[:, t, :, None] * (d L_t / d inputs[:, t])[:, None, :]``.
+    """
+
+    weights: Tensor
+    inputs: Tensor
+
+
+@dataclass
 class Output:
     """What a MultiTaskModel returns (see the module docstring)."""
 
@@ -40,6 +57,7 @@ class Output:
     gates: dict[str, Tensor] = field(default_factory=dict)
     extras: dict[str, Tensor] = field(default_factory=dict)
     regularization: Tensor | None = None
+    mix: GatedMix | None = None
 
 
 class MultiTaskModel(nn.Module, abc.ABC):

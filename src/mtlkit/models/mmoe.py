@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from mtlkit.models.base import MultiTaskModel, Output
+from mtlkit.models.base import GatedMix, MultiTaskModel, Output
 from mtlkit.models.layers import Experts, FeatureEmbedding, TaskGates, TaskTowers, mix, tower_inputs
 from mtlkit.schema import Schema
 
@@ -49,7 +49,7 @@ class MMoE(MultiTaskModel):
         names = self.schema.task_names
         gates = dict(zip(names, weights.unbind(1), strict=True))
         logits = self.towers(tower_inputs(self.schema, dict(zip(names, mixed.unbind(1), strict=True)), extra))
-        return Output(logits=logits, shared=experts, gates=gates)
+        return Output(logits=logits, shared=experts, gates=gates, mix=GatedMix(weights, mixed))
 
     def task_modules(self, task: str) -> list[nn.Module]:
         return [self.gates[task], *self.towers.task_modules(task), *self.embedding.task_modules(task)]

@@ -286,7 +286,7 @@ class Trainer:
                 losses = self.losses(out.logits, batch.labels, batch.weights, batch.groups)
                 penalty = self._penalty(out)
                 self.optimizer.zero_grad(set_to_none=True)
-                mtl_backward(losses, self.model, self.balancer, penalty, shared=out.shared)
+                mtl_backward(losses, self.model, self.balancer, penalty, shared=out.shared, mix=out.mix)
                 if o.grad_clip is not None:
                     nn.utils.clip_grad_norm_(self.model.parameters(), o.grad_clip)
                 self.optimizer.step()
