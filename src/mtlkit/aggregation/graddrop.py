@@ -30,29 +30,45 @@ import math
 import torch
 from torch import Tensor
 
-from mtlkit.aggregation.base import GradientAggregator, Mode
+from mtlkit.aggregation.base import GatedJacobian, GradientAggregator, Mode
 from mtlkit.schema import Schema
 from mtlkit.seeding import OwnsGenerator
 
 
 def sign_purity(jacobian: Tensor) -> Tensor:
     """P [D] = 1/2 (1 + sum_i g_i / sum_i |g_i|), 1/2 where every gradient is 0."""
-    total = jacobian.sum(0)
-    magnitude = jacobian.abs().sum(0)
+    return _purity(jacobian.clamp(min=0).sum(0), jacobian.clamp(max=0).sum(0))
+
+
+def _purity(positive: Tensor, negative: Tensor) -> Tensor:
+    """P from the sums of the positive and of the negative parts of the gradients."""
+    magnitude = positive - negative
     nonzero = magnitude > 0
-    ratio = torch.where(nonzero, total / torch.where(nonzero, magnitude, torch.ones_like(magnitude)), 0.0)
+    ratio = torch.where(nonzero, (positive + negative) / torch.where(nonzero, magnitude, 1.0), 0.0)
     return 0.5 * (1.0 + ratio)
+
+
+def direction_from_sums(positive: Tensor, negative: Tensor, uniform: Tensor, leak: float = 0.0) -> Tensor:
+    """GradDrop's direction [D] from sum_i max(g_i, 0) and sum_i min(g_i, 0) [D] and the draws U [D].
+
+    The kept gradients sum to [P > U] sum_{g_i > 0} g_i + [P < U] sum_{g_i < 0} g_i, so these two sums over the
+    tasks are all the method needs from J (two passes over it, or none for a gated Jacobian in factors). With
+    m = sum_i |g_i| > 0, P > U is sum_i g_i > (2U - 1) m (likewise <); where m = 0 both sums are 0 and so is the
+    kept sum, whatever P. Written with few full-size temporaries (each costs page faults at D in the millions).
+    """
+    magnitude = positive - negative
+    threshold = uniform.to(device=positive.device, dtype=positive.dtype).mul(2.0).sub_(1.0).mul_(magnitude)
+    total = magnitude.add_(negative, alpha=2.0)  # = positive + negative, reusing the buffer
+    kept = positive * (total > threshold)
+    kept.addcmul_(negative, total < threshold)
+    if leak == 0.0:
+        return kept
+    return kept.mul_(1.0 - leak).add_(total, alpha=leak)
 
 
 def graddrop_direction(jacobian: Tensor, uniform: Tensor, leak: float = 0.0) -> Tensor:
     """GradDrop's direction [D] from the task gradients [T, D] and the draws U [D] in [0, 1)."""
-    purity = sign_purity(jacobian)
-    u = uniform.to(device=jacobian.device, dtype=purity.dtype)
-    keep = ((purity > u) & (jacobian > 0)) | ((purity < u) & (jacobian < 0))
-    kept = torch.where(keep, jacobian, torch.zeros_like(jacobian)).sum(0)
-    if leak == 0.0:
-        return kept
-    return leak * jacobian.sum(0) + (1.0 - leak) * kept
+    return direction_from_sums(jacobian.clamp(min=0).sum(0), jacobian.clamp(max=0).sum(0), uniform, leak)
 
 
 class GradDrop(OwnsGenerator, GradientAggregator):
@@ -87,3 +103,15 @@ class GradDrop(OwnsGenerator, GradientAggregator):
     def forward(self, jacobian: Tensor) -> Tensor:
         uniform = torch.rand(jacobian.shape[1], generator=self._generator)
         return graddrop_direction(jacobian, uniform, self.leak)
+
+    def shifted(self, jacobian: Tensor | GatedJacobian, shift: float) -> Tensor:
+        """As :meth:`GradientAggregator.shifted`; a gated Jacobian with non-negative gate weights (softmax gates)
+        gives both sums from its factors: sum_t max(w_t u_t, 0) = sum_t w_t max(u_t, 0), likewise for min."""
+        if not isinstance(jacobian, GatedJacobian) or not bool((jacobian.weights >= 0).all()):
+            return super().shifted(jacobian, shift)
+        ones = torch.ones(jacobian.shape[0], dtype=torch.float64)
+        positive = GatedJacobian(jacobian.weights, jacobian.upstream.clamp(min=0)).combine(ones)
+        negative = GatedJacobian(jacobian.weights, jacobian.upstream.clamp(max=0)).combine(ones)
+        uniform = torch.rand(jacobian.shape[1], generator=self._generator)
+        direction = direction_from_sums(positive, negative, uniform, self.leak)
+        return direction + shift * (positive + negative) if shift else direction
