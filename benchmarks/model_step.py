@@ -69,7 +69,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mtlkit.models import create_model
 from mtlkit.models.base import Output
-from mtlkit.models.layers import FeatureEmbedding
+from mtlkit.models.layers import Experts, FeatureEmbedding
 from mtlkit.schema import Feature, Schema, Task
 
 # benchmarks/_common.py is imported from this file's folder, also when a test loads this file by its path
@@ -90,6 +90,8 @@ LEARNING_RATE = 1e-3
 NUM_BATCHES = 4  # distinct random batches, cycled through
 MODELS = ("mmoe", "ple", "shared_bottom")
 LOOPED = "mmoe_looped"
+MINIMAL = "mmoe_minimal"
+REFERENCES = (LOOPED, MINIMAL)
 ADAM_VARIANTS = ("default", "foreach", "fused")
 
 TARGET_SPEEDUP = 2.0  # mtlkit MMoE vs looped MMoE, paper size
@@ -212,7 +214,7 @@ def tower_flops(in_dim: int, sizes: Sequence[int]) -> int:
 def forward_flops(name: str, size: Size) -> int:
     """Analytic forward matmul FLOPs per sample of model ``name`` at ``size`` (see the module docstring)."""
     d_in, k = size.input_dim, NUM_TASKS
-    if name in ("mmoe", LOOPED):
+    if name in ("mmoe", *REFERENCES):
         e = size.num_experts
         experts, d = mlp_flops(d_in, size.expert_sizes)
         gates = 2 * d_in * e  # Linear(D, E) per task
@@ -314,8 +316,70 @@ class LoopedMMoE(nn.Module):
                 a.load_state_dict(b.state_dict())
 
 
-def looped_matches(size: Size, seed: int) -> float | None:
-    """Max |logit difference| between mtlkit's MMoE and LoopedMMoE holding the same weights (None when
+# ---------------------------------------------------------------------------------------------- minimal
+class MinimalMMoE(nn.Module):
+    """The same MMoE fused as far as eager PyTorch goes, without mtlkit's per-task parameter split.
+
+    mtlkit's ``Experts`` and ``FeatureEmbedding``; all gates as one [T*E, in] weight (one matmul, one softmax, no
+    per-step concatenation of per-task weights); one batched matmul for every task's mix; every task's tower
+    layer as one [T, in, out] weight applied with one ``baddbmm``. A reference for how fast this step can be in
+    eager mode, not a model mtlkit can ship as it is: there a task's gate and tower are its own parameters (the
+    shared / per-task split of the model contract), which this layout gives up. Same function as mtlkit's MMoE
+    (see :meth:`load_from`).
+    """
+
+    def __init__(
+        self, schema: Schema, num_experts: int, expert_sizes: Sequence[int], tower_sizes: Sequence[int]
+    ) -> None:
+        super().__init__()
+        self.task_names = schema.task_names
+        t = len(self.task_names)
+        self.embedding = FeatureEmbedding(schema)
+        d_in = self.embedding.shared_dim
+        self.experts = Experts(num_experts, d_in, expert_sizes)
+        self.num_experts = num_experts
+        bound = 1.0 / math.sqrt(d_in)
+        self.gate_weight = nn.Parameter(torch.empty(t * num_experts, d_in).uniform_(-bound, bound))
+        self.gate_bias = nn.Parameter(torch.empty(t * num_experts, 1).uniform_(-bound, bound))
+        self.tower_weights = nn.ParameterList()
+        self.tower_biases = nn.ParameterList()
+        width = self.experts.out_dim
+        for out in (*tower_sizes, 1):
+            b = 1.0 / math.sqrt(width)
+            self.tower_weights.append(nn.Parameter(torch.empty(t, width, out).uniform_(-b, b)))
+            self.tower_biases.append(nn.Parameter(torch.empty(t, 1, out).uniform_(-b, b)))
+            width = out
+
+    def compute(self, categorical: Tensor, numeric: Tensor) -> Output:
+        x, _ = self.embedding(categorical, numeric)
+        experts = self.experts(x)  # [B, E, d]
+        t, batch = len(self.task_names), x.shape[0]
+        logits = torch.addmm(self.gate_bias, self.gate_weight, x.t()).view(t, self.num_experts, batch)
+        gates = torch.softmax(logits, dim=1).permute(2, 0, 1).contiguous()  # [B, T, E]
+        h = torch.bmm(gates, experts).transpose(0, 1).contiguous()  # [T, B, d]
+        last = len(self.tower_weights) - 1
+        for i, (weight, bias) in enumerate(zip(self.tower_weights, self.tower_biases, strict=True)):
+            h = torch.baddbmm(bias, h, weight)
+            if i < last:
+                h = torch.relu_(h)
+        return Output(logits=dict(zip(self.task_names, h.squeeze(-1).unbind(0), strict=True)), shared=experts)
+
+    @torch.no_grad()
+    def load_from(self, mmoe: nn.Module) -> None:
+        """Copy the weights of an mtlkit MMoE (same sizes) into this model."""
+        self.embedding.load_state_dict(mmoe.embedding.state_dict())
+        self.experts.load_state_dict(mmoe.experts.state_dict())
+        self.gate_weight.copy_(torch.cat([mmoe.gates[t].linear.weight for t in self.task_names]))
+        self.gate_bias.copy_(torch.cat([mmoe.gates[t].linear.bias for t in self.task_names]).unsqueeze(1))
+        for k, t in enumerate(self.task_names):
+            theirs = [m for m in mmoe.towers.towers[t].modules() if isinstance(m, nn.Linear)]
+            for layer, linear in enumerate(theirs):
+                self.tower_weights[layer][k].copy_(linear.weight.t())
+                self.tower_biases[layer][k, 0].copy_(linear.bias)
+
+
+def reference_matches(name: str, size: Size, seed: int) -> float | None:
+    """Max |logit difference| between mtlkit's MMoE and reference ``name`` holding the same weights (None when
     mtlkit's MMoE cannot be built)."""
     schema = build_schema(size)
     cfg = model_configs(size)["mmoe"]
@@ -324,12 +388,13 @@ def looped_matches(size: Size, seed: int) -> float | None:
         mmoe = create_model("mmoe", schema, **cfg)
     except Exception:
         return None
-    looped = LoopedMMoE(schema, size.num_experts, size.expert_sizes, size.tower_sizes)
-    looped.load_from(mmoe)
+    kind = LoopedMMoE if name == LOOPED else MinimalMMoE
+    reference = kind(schema, size.num_experts, size.expert_sizes, size.tower_sizes)
+    reference.load_from(mmoe)
     categorical, numeric, _ = make_batches(size, 1, seed)[0]
     with torch.no_grad():
         a = mmoe.compute(categorical, numeric).logits
-        b = looped.compute(categorical, numeric).logits
+        b = reference.compute(categorical, numeric).logits
     return max(float((a[t] - b[t]).abs().max()) for t in schema.task_names)
 
 
@@ -394,13 +459,14 @@ def build_contender(
     schema = build_schema(size)
     torch.manual_seed(seed)
     config: dict[str, Any]
-    if name == LOOPED:
+    if name in REFERENCES:
         config = {
             "num_experts": size.num_experts,
             "expert_sizes": list(size.expert_sizes),
             "tower_sizes": list(size.tower_sizes),
         }
-        model: nn.Module = LoopedMMoE(schema, size.num_experts, size.expert_sizes, size.tower_sizes)
+        kind = LoopedMMoE if name == LOOPED else MinimalMMoE
+        model: nn.Module = kind(schema, size.num_experts, size.expert_sizes, size.tower_sizes)
     else:
         config = model_configs(size)[name]
         try:
@@ -504,6 +570,24 @@ def docs_section(result: dict[str, Any]) -> str:
             + (
                 f"; gives the same logits as `mmoe` with the same weights (max |difference| {', '.join(diffs)})"
                 if diffs
+                else ""
+            )
+            + "."
+        )
+    if MINIMAL in run:
+        mdiffs = [
+            f"{s['name']}: {s['minimal_max_abs_diff']:.1e}"
+            for s in sizes
+            if s.get("minimal_max_abs_diff") is not None
+        ]
+        lines.append(
+            "* `mmoe_minimal`: a reference, not an mtlkit model: the same MMoE fused as far as eager PyTorch goes "
+            "once the per-task parameter split of mtlkit's model contract is given up (all gates one weight, "
+            "every tower layer one [T, in, out] weight and one `baddbmm` over the tasks; mtlkit's `Experts` and "
+            "`FeatureEmbedding`). It shows how much of the 2x target this step allows in eager mode"
+            + (
+                f"; same logits as `mmoe` with the same weights (max |difference| {', '.join(mdiffs)})"
+                if mdiffs
                 else ""
             )
             + "."
@@ -620,7 +704,10 @@ def run_size(
         "what": size.what,
         "size": asdict(size),
         "input_dim": size.input_dim,
-        "looped_max_abs_diff": looped_matches(size, args.seed) if LOOPED in args.models else None,
+        "looped_max_abs_diff": reference_matches(LOOPED, size, args.seed) if LOOPED in args.models else None,
+        "minimal_max_abs_diff": reference_matches(MINIMAL, size, args.seed)
+        if MINIMAL in args.models
+        else None,
         "ceiling_gflops_per_round": [],
         "models": models,
     }
@@ -689,10 +776,11 @@ def run_size(
                 },
             }
         )
-    if "mmoe" in per_step and LOOPED in per_step:
-        ratios = [lo / mt for lo, mt in zip(per_step[LOOPED], per_step["mmoe"], strict=True)]
-        models["mmoe"]["speedup_vs_looped_per_round"] = ratios
-        models["mmoe"]["speedup_vs_looped"] = median(ratios)
+    for name in ("mmoe", MINIMAL):
+        if name in per_step and LOOPED in per_step:
+            ratios = [lo / mt for lo, mt in zip(per_step[LOOPED], per_step[name], strict=True)]
+            models[name]["speedup_vs_looped_per_round"] = ratios
+            models[name]["speedup_vs_looped"] = median(ratios)
     return out
 
 
@@ -708,9 +796,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--models",
         nargs="+",
-        choices=[*MODELS, LOOPED],
-        default=[*MODELS, LOOPED],
-        help=f"contenders ({LOOPED} is the reference MMoE written with a Python loop over experts)",
+        choices=[*MODELS, *REFERENCES],
+        default=[*MODELS, *REFERENCES],
+        help=f"contenders ({LOOPED} is the reference MMoE written with a Python loop over experts, {MINIMAL} the "
+        "same MMoE fused without per-task parameters)",
     )
     p.add_argument("--repeats", type=int, default=15, help="interleaved rounds to take medians over")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps per contender before the rounds")

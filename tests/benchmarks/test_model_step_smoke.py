@@ -59,8 +59,9 @@ def test_small_run_writes_json(bench: ModuleType, tmp_path: Path) -> None:
     paper = result["sizes"]["paper"]
     assert paper["input_dim"] == 100
     assert paper["looped_max_abs_diff"] < 1e-4  # the looped reference computes the same function
+    assert paper["minimal_max_abs_diff"] < 1e-4  # so does the fused one
     models = paper["models"]
-    assert set(models) == {"mmoe", "ple", "shared_bottom", "mmoe_looped"}
+    assert set(models) == {"mmoe", "ple", "shared_bottom", "mmoe_looped", "mmoe_minimal"}
     for name, m in models.items():
         if not m["available"]:  # PLE may not be written yet: reported, not timed
             assert name == "ple"
@@ -80,8 +81,10 @@ def test_small_run_writes_json(bench: ModuleType, tmp_path: Path) -> None:
         assert flops["counted_forward"] == flops["forward"]
         assert 0 < flops["counted_train"] <= flops["train"]
     assert models["mmoe"]["flops_per_sample"] == models["mmoe_looped"]["flops_per_sample"]
-    assert len(models["mmoe"]["speedup_vs_looped_per_round"]) == 2
-    assert positive(models["mmoe"]["speedup_vs_looped"])
+    assert models["mmoe"]["flops_per_sample"] == models["mmoe_minimal"]["flops_per_sample"]
+    for name in ("mmoe", "mmoe_minimal"):
+        assert len(models[name]["speedup_vs_looped_per_round"]) == 2
+        assert positive(models[name]["speedup_vs_looped"])
     targets = result["targets"]
     assert isinstance(targets["speedup_met"], bool)
     assert targets["fraction_met"] is None  # the production size was not run
