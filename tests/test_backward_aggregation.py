@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from mtlkit import Feature, MtlkitError, Schema, Task
 from mtlkit.aggregation import create_aggregator
-from mtlkit.backward import mtl_backward, task_jacobian
+from mtlkit.backward import mtl_backward, representation_jacobian, task_jacobian
 from mtlkit.models import create_model, list_models
 
 SCHEMA = Schema(
@@ -213,3 +213,30 @@ def test_mmoe_gated_mix_gives_the_same_gradients_as_the_generic_path(method: str
     assert via_mix.keys() == generic.keys()
     for pname, got in via_mix.items():
         torch.testing.assert_close(got, generic[pname], atol=1e-6, rtol=1e-5, msg=pname)
+
+
+GATED_MIX_MODELS = {"mmoe", "omoe", "dselect_k", "cgc", "ple"}
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_a_reported_gated_mix_gives_the_generic_per_task_gradients(name: str) -> None:
+    """Every model that reports Output.mix (exactly the mixture-of-experts models with one gate per task) gets
+    from it the per-task gradients at Output.shared that the generic batched pass computes."""
+    torch.manual_seed(0)
+    model = create_model(name, SCHEMA)
+    cat, num, y = _batch(5)
+    out = model.compute(cat, num)
+    assert (out.mix is not None) == (name in GATED_MIX_MODELS)
+    if out.mix is None:
+        return
+    losses = torch.stack(
+        [
+            F.binary_cross_entropy_with_logits(out.logits["click"], y[:, 0]),
+            F.binary_cross_entropy_with_logits(out.logits["buy"], y[:, 1]),
+            F.mse_loss(out.logits["time"], y[:, 2]),
+        ]
+    )
+    assert out.shared is not None
+    generic = task_jacobian(losses, [out.shared], name, strategy="loop")
+    via_mix = representation_jacobian(losses, out.shared, name, out.mix, model)
+    torch.testing.assert_close(via_mix, generic, atol=1e-6, rtol=1e-5)

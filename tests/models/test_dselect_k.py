@@ -160,7 +160,7 @@ def test_each_task_owns_its_gate() -> None:
     loss_b = out.logits["b"].pow(2).mean()
     gate_a = list(model.gates["a"].parameters())
     assert {id(p) for p in gate_a} <= {id(p) for p in model.task_parameters("a")}
-    grads = torch.autograd.grad(loss_b, gate_a, allow_unused=True)
+    grads = torch.autograd.grad(loss_b, gate_a, allow_unused=True, retain_graph=True)
     assert all(g is None or not g.any() for g in grads)
     assert all(
         g is not None and g.any() for g in torch.autograd.grad(loss_b, list(model.gates["b"].parameters()))

@@ -11,9 +11,10 @@
 * ``Output.extras``: other per-row predictions [B] besides the trained logits (ESMM's pCVR);
 * ``Output.regularization``: a scalar penalty that depends on the batch (AITM's calibrator), added to the training
   loss next to ``regularization()``; None when the model has none.
-* ``Output.mix``: a :class:`GatedMix` where every task's tower reads its own gated sum of ``Output.shared``
-  (MMoE), else None. The backward engine then forms the per-task gradients at ``shared`` from one ordinary
-  backward through the towers instead of T (see :mod:`mtlkit.backward`).
+* ``Output.mix``: a :class:`GatedMix` where every task's tower reads ``Output.shared`` only through its own
+  gated sum of it (MMoE, OMoE, DSelect-k, CGC / PLE's top level), else None. The backward engine then forms the
+  per-task gradients at ``shared`` from one ordinary backward through the towers instead of T (see
+  :mod:`mtlkit.backward`).
 
 ``shared_parameters()`` and ``task_parameters(task)`` split the trainable parameters (every parameter belongs to
 exactly one of: shared, or one task); ``regularization()`` is a scalar added to the loss (zero by default).
@@ -39,9 +40,11 @@ class GatedMix:
     """How the towers read ``Output.shared`` [B, E, d] in a mixture-of-experts model with one gate per task.
 
     ``inputs[:, t] = sum_e weights[:, t, e] * shared[:, e]`` for every task t in schema order, ``inputs`` [B, T, d]
-    is the tensor in the graph that task t's tower (and nothing else) reads through ``inputs[:, t]``, and
-    ``weights`` [B, T, E] are the gate weights. Then the gradient of task t's loss at ``shared`` is the outer
-    product ``weights[:, t, :, None] * (d L_t / d inputs[:, t])[:, None, :]``.
+    is the tensor in the graph (possibly a broadcast view) that task t's tower, and nothing else, reads through
+    ``inputs[:, t]``, ``weights`` [B, T, E] are the gate weights, and no task reaches ``shared`` another way
+    (other terms may be added to a tower's input, e.g. PLE's own experts, if they do not depend on ``shared``).
+    Then the gradient of task t's loss at ``shared`` is the outer product
+    ``weights[:, t, :, None] * (d L_t / d inputs[:, t])[:, None, :]``.
     """
 
     weights: Tensor

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from mtlkit.models.base import MultiTaskModel, Output
+from mtlkit.models.base import GatedMix, MultiTaskModel, Output
 from mtlkit.models.layers import Experts, FeatureEmbedding, TaskTowers, check_sizes, mix, tower_inputs
 from mtlkit.schema import Schema
 
@@ -178,23 +178,23 @@ class DSelectK(MultiTaskModel):
         x, extra = self.embedding(categorical, numeric)
         experts = self.experts(x)  # [B, E, d]
         gates: dict[str, Tensor] = {}
-        mixed: dict[str, Tensor] = {}
         entropies: list[Tensor] = []
         keep_entropy = self.per_example and self.training and self.entropy_weight > 0
         for t, gate in self.gates.items():
             weights, selectors = gate(x)
             if self.per_example:
-                mixed[t] = mix(weights, experts)
                 gates[t] = weights
                 if keep_entropy:
                     entropies.append(_entropy(selectors).sum(-1).mean())
             else:
-                mixed[t] = torch.matmul(weights, experts)  # [E] @ [B, E, d] -> [B, d]
-                gates[t] = weights.expand(x.shape[0], -1)
+                gates[t] = weights.expand(x.shape[0], -1)  # a static gate: the same weights for every row
         if keep_entropy:
             self._last_entropy = torch.stack(entropies).sum()
-        logits = self.towers(tower_inputs(self.schema, mixed, extra))
-        return Output(logits=logits, shared=experts, gates=gates)
+        names = self.schema.task_names
+        stacked = torch.stack([gates[t] for t in names], dim=1)  # [B, T, E]
+        mixed = mix(stacked, experts)  # every task's gated sum in one batched matmul: [B, T, d]
+        logits = self.towers(tower_inputs(self.schema, dict(zip(names, mixed.unbind(1), strict=True)), extra))
+        return Output(logits=logits, shared=experts, gates=gates, mix=GatedMix(stacked, mixed))
 
     def entropy(self) -> Tensor:
         """Sum over tasks and selectors of each selector's entropy (static gate), or the last training batch's

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from mtlkit.models.base import MultiTaskModel, Output
+from mtlkit.models.base import GatedMix, MultiTaskModel, Output
 from mtlkit.models.layers import Experts, FeatureEmbedding, Gate, TaskTowers, mix, tower_inputs
 from mtlkit.schema import Schema
 
@@ -46,9 +46,15 @@ class OMoE(MultiTaskModel):
         x, extra = self.embedding(categorical, numeric)
         experts = self.experts(x)  # [B, E, d]
         gate = self.gate(x)  # [B, E]
-        mixed = mix(gate, experts)
-        logits = self.towers(tower_inputs(self.schema, {t: mixed for t in self.schema.task_names}, extra))
-        return Output(logits=logits, shared=experts, gates={t: gate for t in self.schema.task_names})
+        names = self.schema.task_names
+        # one gated sum, read by every tower through its own slice of a broadcast view [B, T, d] (no copy), so
+        # the engine can tell the tasks' gradients at it apart (Output.mix)
+        mixed = mix(gate, experts).unsqueeze(1).expand(-1, len(names), -1)
+        logits = self.towers(tower_inputs(self.schema, dict(zip(names, mixed.unbind(1), strict=True)), extra))
+        weights = gate.unsqueeze(1).expand(-1, len(names), -1)
+        return Output(
+            logits=logits, shared=experts, gates=dict.fromkeys(names, gate), mix=GatedMix(weights, mixed)
+        )
 
     def task_modules(self, task: str) -> list[nn.Module]:
         return [*self.towers.task_modules(task), *self.embedding.task_modules(task)]

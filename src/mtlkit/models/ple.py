@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from mtlkit.models.base import MultiTaskModel, Output
+from mtlkit.models.base import GatedMix, MultiTaskModel, Output
 from mtlkit.models.layers import (
     Experts,
     FeatureEmbedding,
@@ -85,7 +85,7 @@ class ExtractionLayer(nn.Module):
 
     def forward(
         self, task_inputs: dict[str, Tensor], shared_input: Tensor
-    ) -> tuple[dict[str, Tensor], Tensor | None, dict[str, Tensor], Tensor]:
+    ) -> tuple[dict[str, Tensor], Tensor | None, dict[str, Tensor], Tensor, GatedMix]:
         names = self.task_names
         shared = self.shared_experts(shared_input)  # [B, S, d]
         own = {t: experts(task_inputs[t]) for t, experts in self.task_experts.items()}  # {t: [B, m, d]}
@@ -97,13 +97,15 @@ class ExtractionLayer(nn.Module):
         gates = dict(zip(names, weights.unbind(1), strict=True))  # {t: [B, m + S]}
         m = weights.shape[2] - shared.shape[1]
         # sum over the shared experts for every task in one batched matmul, then each task's own experts
-        from_shared = mix(weights[:, :, m:], shared).unbind(1)  # T x [B, d]
+        shared_weights = weights[:, :, m:]
+        stacked = mix(shared_weights, shared)  # [B, T, d]
+        from_shared = stacked.unbind(1)  # T x [B, d]
         outputs = {t: from_shared[k] + mix(gates[t][:, :m], own[t]) for k, t in enumerate(names)}
         shared_output = None
         if self.shared_gate is not None:
             every = torch.cat([*(own[t] for t in self.task_names), shared], dim=1)  # [B, T*m + S, d]
             shared_output = mix(self.shared_gate(shared_input), every)
-        return outputs, shared_output, gates, shared
+        return outputs, shared_output, gates, shared, GatedMix(shared_weights, stacked)
 
 
 class PLE(MultiTaskModel):
@@ -172,12 +174,14 @@ class PLE(MultiTaskModel):
         shared_input = x
         gates: dict[str, Tensor] = {}
         shared = x
+        top: GatedMix | None = None
         for layer in self.levels:
-            task_inputs, next_shared, gates, shared = layer(task_inputs, shared_input)
+            task_inputs, next_shared, gates, shared, top = layer(task_inputs, shared_input)
             if next_shared is not None:
                 shared_input = next_shared
         logits = self.towers(tower_inputs(self.schema, task_inputs, extra))
-        return Output(logits=logits, shared=shared, gates=gates)
+        # task k's tower reads the shared experts only through its gated sum of them (its own experts do not)
+        return Output(logits=logits, shared=shared, gates=gates, mix=top)
 
     def _level(self, index: int) -> ExtractionLayer:
         layer = self.levels[index]
