@@ -44,16 +44,23 @@ def _gated(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return weights, upstream
 
 
-def test_gated_jacobian_factors_equal_the_built_matrix() -> None:
+@pytest.mark.parametrize("scale", [1.0, 1e-20, 1e20], ids=["moderate", "tiny", "huge"])
+def test_gated_jacobian_factors_equal_the_built_matrix(scale: float) -> None:
     weights, upstream = _gated()
+    upstream = upstream * scale  # float32: products of 1e-20 entries underflow, of 1e20 ones overflow
     jacobian = GatedJacobian(weights, upstream)
     dense = jacobian.dense()
     expected = torch.einsum("bte,btd->tbed", weights, upstream).reshape(3, -1)
     torch.testing.assert_close(dense, expected)
     assert jacobian.shape == (3, 6 * 4 * 5)
-    torch.testing.assert_close(jacobian.gram(), dense.double() @ dense.double().T, rtol=1e-6, atol=1e-8)
-    c = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
-    torch.testing.assert_close(jacobian.combine(c), c.float() @ dense, rtol=1e-5, atol=1e-6)
+    exact = dense.double() @ dense.double().T
+    gram = jacobian.gram()
+    assert gram.dtype == torch.float64 and torch.isfinite(gram).all()
+    torch.testing.assert_close(gram, exact, rtol=1e-6, atol=1e-8 * float(exact.abs().max()))
+    c = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64) / scale  # unit-norm-like weights: large for tiny g
+    combined = jacobian.combine(c)
+    assert torch.isfinite(combined).all()
+    torch.testing.assert_close(combined.double(), c @ dense.double(), rtol=1e-5, atol=1e-6)
 
 
 def test_gated_jacobian_rejects_mismatched_factors() -> None:

@@ -82,6 +82,10 @@ def gram_matrix(jacobian: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return _row_products(rows).double() * scales[:, None] * scales[None, :], rows, scales
 
 
+#: Magnitudes of gradient entries whose pairwise products float32 holds without under- or overflow.
+MODERATE_LOW, MODERATE_HIGH = 1e-15, 1e15
+
+
 class GatedJacobian:
     """The per-task gradients at a gated mixture's experts, [T, B*E*d], held as its two factors.
 
@@ -99,6 +103,15 @@ class GatedJacobian:
             )
         self.weights = weights.detach()
         self.upstream = upstream.detach()
+        self._moderate: bool | None = None
+
+    def _is_moderate(self) -> bool:
+        """Every upstream gradient entry is 0 or within [1e-15, 1e15] in magnitude (and finite): then products of
+        two of them, and of one with a coefficient up to 1e15, are exact enough in float32 (no under/overflow)."""
+        if self._moderate is None:
+            peak = float(self.upstream.abs().amax()) if self.upstream.numel() else 0.0
+            self._moderate = peak == 0.0 or (MODERATE_LOW <= peak <= MODERATE_HIGH)
+        return self._moderate
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -110,14 +123,21 @@ class GatedJacobian:
         return self.upstream.dtype
 
     def gram(self) -> Tensor:
-        """J J^T [T, T] in float64: sum_b (w_b w_b^T) * (u_b u_b^T), in float64 throughout (exact scale)."""
-        w, u = self.weights.double(), self.upstream.double()
-        return (torch.bmm(w, w.transpose(1, 2)) * torch.bmm(u, u.transpose(1, 2))).sum(0)
+        """J J^T [T, T] in float64: sum_b (w_b w_b^T) * (u_b u_b^T), computed in the gradients' dtype when their
+        entries are moderate, else in float64 throughout (exact at any scale)."""
+        w, u = self.weights, self.upstream
+        if not self._is_moderate():
+            w, u = w.double(), u.double()
+        return (torch.bmm(w, w.transpose(1, 2)) * torch.bmm(u, u.transpose(1, 2))).sum(0).double()
 
     def combine(self, coefficients: Tensor) -> Tensor:
         """sum_t c_t g_t [B*E*d] in the gradients' dtype: one batched matmul [B, E, T] x [B, T, d]."""
         c = coefficients.to(device=self.upstream.device, dtype=torch.float64)
-        scaled = (self.upstream.double() * c[None, :, None]).to(self.upstream.dtype)
+        peak = float(c.abs().max()) if c.numel() else 0.0
+        if self._is_moderate() and peak <= MODERATE_HIGH:
+            scaled = self.upstream * c.to(self.upstream.dtype)[None, :, None]
+        else:
+            scaled = (self.upstream.double() * c[None, :, None]).to(self.upstream.dtype)
         return torch.bmm(self.weights.transpose(1, 2).to(scaled.dtype), scaled).reshape(-1)
 
     def dense(self) -> Tensor:
