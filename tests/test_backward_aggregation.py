@@ -198,14 +198,19 @@ def _representation_grads(model: torch.nn.Module, method: str, with_mix: bool) -
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
+@pytest.mark.parametrize("model_name", ["mmoe", "omoe", "dselect_k", "cgc", "ple"])
 @pytest.mark.parametrize("detach", [True, False], ids=["detached", "read-through"])
 @pytest.mark.parametrize("method", ["mean", "mgda", "pcgrad", "imtl", "graddrop"])
-def test_mmoe_gated_mix_gives_the_same_gradients_as_the_generic_path(method: str, detach: bool) -> None:
-    """MMoE reports Output.mix: representation mode then forms the per-task gradients from one backward through the
-    towers (kept in factors for gram-based methods); every parameter's gradient is that of the generic path. With a
+def test_a_gated_mix_gives_the_same_gradients_as_the_generic_path(
+    method: str, detach: bool, model_name: str
+) -> None:
+    """These models report Output.mix: representation mode then forms the per-task gradients from one backward
+    through the towers (kept in factors for gram-based methods) and, where nothing behind the towers is also
+    behind the mix (MMoE, OMoE, DSelect-k; not CGC / PLE, whose task experts read the shared input too), starts
+    the final backward at the tower inputs; every parameter's gradient is that of the generic path. With a
     read-through dependency (one loss reaches two towers) the engine must not use the mix."""
     torch.manual_seed(0)
-    model = create_model("mmoe", SCHEMA, detach_dependency=detach)
+    model = create_model(model_name, SCHEMA, detach_dependency=detach)
     torch.manual_seed(1)
     assert model.compute(*_batch()[:2]).mix is not None
     via_mix = _representation_grads(model, method, with_mix=True)
@@ -240,3 +245,21 @@ def test_a_reported_gated_mix_gives_the_generic_per_task_gradients(name: str) ->
     generic = task_jacobian(losses, [out.shared], name, strategy="loop")
     via_mix = representation_jacobian(losses, out.shared, name, out.mix, model)
     torch.testing.assert_close(via_mix, generic, atol=1e-6, rtol=1e-5)
+
+
+def test_freezing_a_parameter_after_a_step_is_seen_by_the_gated_mix_path() -> None:
+    """The engine remembers, per model, which leaves lie beyond the gated mix; a change of which parameters are
+    trainable makes it look again, so the gradients stay those of the generic path."""
+    torch.manual_seed(0)
+    model = create_model("mmoe", SCHEMA)
+    _representation_grads(model, "mgda", with_mix=True)
+    tower = next(model.towers.parameters())
+    tower.requires_grad_(False)
+    via_mix = _representation_grads(model, "mgda", with_mix=True)
+    generic = _representation_grads(model, "mgda", with_mix=False)
+    assert via_mix.keys() == generic.keys()
+    assert not any(p is tower for p in model.parameters() if p.grad is not None)
+    for pname, got in via_mix.items():
+        torch.testing.assert_close(got, generic[pname], atol=1e-6, rtol=1e-5, msg=pname)
+    tower.requires_grad_(True)  # trainable again: it gets its gradient back
+    assert "towers.towers.click.0.0.weight" in _representation_grads(model, "mgda", with_mix=True)

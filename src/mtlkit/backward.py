@@ -24,7 +24,9 @@ data declared on its class) and computes just that:
     :class:`~mtlkit.models.base.GatedMix` (``Output.mix``: task t's tower alone reads the gated sum
     ``inputs[:, t]`` of the shared experts), the T rows come from one ordinary backward to ``inputs`` (the towers
     are disjoint, so its slice t is d L_t / d inputs[:, t]) and an outer product with the gate weights, instead of
-    T vector-Jacobian products through every tower (:func:`representation_jacobian`).
+    T vector-Jacobian products through every tower (:func:`representation_jacobian`); when nothing behind the
+    towers is also behind the mix, that backward also gives the towers' own gradients and the final backward
+    starts at the tower inputs (``inputs`` with d L / d inputs, ``Output.shared`` with ``d - sum_i g_i``).
 
   Under DDP, the per-task gradient matrix is the place to all-reduce (``_all_reduce_hook``), before aggregation.
 """
@@ -32,10 +34,13 @@ data declared on its class) and computes just that:
 from __future__ import annotations
 
 import logging
+import weakref
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.graph import Node
 
 from mtlkit.aggregation.base import GatedJacobian, GradientAggregator
 from mtlkit.errors import MtlkitError
@@ -127,26 +132,94 @@ def representation_jacobian(
     built. Otherwise one batched ``autograd.grad`` over the rows of the identity (the representation is an
     activation, not parameters, so always batched, with its loop fallback). The graph is retained.
     """
-    t = losses.shape[0]
-    read_through = getattr(model, "read_through_tasks", None)
-    if mix is not None and not (read_through is not None and read_through()):
-        weights, inputs = mix.weights, mix.inputs
-        if (
-            weights.dim() != 3
-            or weights.shape[1] != t
-            or weights.shape[0] * weights.shape[2] * inputs.shape[-1] != shared.numel()
-            or inputs.shape[:2] != weights.shape[:2]
-        ):
-            raise MtlkitError(
-                f"{model_name}: Output.mix does not match {t} task losses and Output.shared of shape "
-                f"{list(shared.shape)} (gate weights {list(weights.shape)}, tower inputs {list(inputs.shape)})"
-            )
-        (upstream,) = torch.autograd.grad(losses.sum(), inputs, retain_graph=True, allow_unused=True)
-        if upstream is None:
-            upstream = torch.zeros_like(inputs)
-        jacobian = GatedJacobian(weights, upstream)
+    if _usable_mix(losses, shared, model_name, mix, model):
+        assert mix is not None
+        (upstream,) = torch.autograd.grad(losses.sum(), mix.inputs, retain_graph=True, allow_unused=True)
+        jacobian = GatedJacobian(mix.weights, torch.zeros_like(mix.inputs) if upstream is None else upstream)
         return jacobian if factored else jacobian.dense()
     return task_jacobian(losses, [shared], model_name, strategy="batched")
+
+
+def _usable_mix(
+    losses: Tensor, shared: Tensor, model_name: str, mix: GatedMix | None, model: nn.Module | None
+) -> bool:
+    """Whether ``mix`` gives the per-task gradients at ``shared`` (see representation_jacobian); a mix whose
+    shapes do not fit the losses and ``shared`` is an error naming them."""
+    if mix is None or _reads_through(model):
+        return False
+    t = losses.shape[0]
+    weights, inputs = mix.weights, mix.inputs
+    if (
+        weights.dim() != 3
+        or weights.shape[1] != t
+        or weights.shape[0] * weights.shape[2] * inputs.shape[-1] != shared.numel()
+        or inputs.shape[:2] != weights.shape[:2]
+    ):
+        raise MtlkitError(
+            f"{model_name}: Output.mix does not match {t} task losses and Output.shared of shape "
+            f"{list(shared.shape)} (gate weights {list(weights.shape)}, tower inputs {list(inputs.shape)})"
+        )
+    return True
+
+
+#: model -> whether a task's output feeds another task's tower through the graph (fixed by the architecture).
+_READ_THROUGH: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
+
+
+def _reads_through(model: nn.Module | None) -> bool:
+    if model is None:
+        return False
+    if model not in _READ_THROUGH:
+        read_through = getattr(model, "read_through_tasks", None)
+        _READ_THROUGH[model] = bool(read_through()) if read_through is not None else False
+    return _READ_THROUGH[model]
+
+
+@dataclass
+class _Beyond:
+    """What _beyond_mix found for a model: its parameters at the time, which of them were trainable, and the
+    leaves beyond its gated mix (None: not separable)."""
+
+    parameters: tuple[nn.Parameter, ...]
+    trainable: tuple[bool, ...]
+    leaves: tuple[Tensor, ...] | None
+
+
+_BEYOND: weakref.WeakKeyDictionary[nn.Module, _Beyond] = weakref.WeakKeyDictionary()
+
+
+def _leaves(root: Node | None, stop: Node | None) -> set[Tensor]:
+    """The leaf tensors (AccumulateGrad variables) of the graph below ``root``, not descending below ``stop``."""
+    found: dict[int, Tensor] = {}
+    seen: set[int] = set()
+    todo = [root]
+    while todo:
+        node = todo.pop()
+        if node is None or node is stop or id(node) in seen:
+            continue
+        seen.add(id(node))
+        variable = getattr(node, "variable", None)
+        if variable is not None:
+            found[id(variable)] = variable
+        todo.extend(child for child, _ in node.next_functions)
+    return set(found.values())
+
+
+def _beyond_mix(model: nn.Module, total: Tensor, mix: GatedMix) -> tuple[Tensor, ...] | None:
+    """The leaves (tower parameters, tower-only embeddings...) that the losses reach without passing through
+    ``mix.inputs``, or None when one of them is also behind ``mix.inputs`` (then the towers' gradients cannot be
+    taken apart from the rest). Found by walking the graph once per model, again when which of its parameters
+    are trainable changes: the architecture fixes it (a model must not gain parameters after its first step)."""
+    cached = _BEYOND.get(model)
+    if cached is not None and tuple(p.requires_grad for p in cached.parameters) == cached.trainable:
+        return cached.leaves
+    stop = mix.inputs.grad_fn
+    beyond = _leaves(total.grad_fn, stop)
+    behind = {id(x) for x in _leaves(stop, None)}
+    leaves = None if any(id(x) in behind for x in beyond) else tuple(beyond)
+    parameters = tuple(model.parameters())
+    _BEYOND[model] = _Beyond(parameters, tuple(p.requires_grad for p in parameters), leaves)
+    return leaves
 
 
 #: On CPU, per-task gradients of more shared parameters than this are computed with one backward per task: there
@@ -245,12 +318,28 @@ def _aggregate(
         rep = _check_shared(shared, model, aggregator)
         # under DDP the matrix is all-reduced, so it is built; else a gated mix stays in its factors
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        jacobian = representation_jacobian(losses, rep, name, mix, model, factored=not distributed)
-        if distributed:
-            assert isinstance(jacobian, Tensor)
-            jacobian = _all_reduce_hook(jacobian)
-        correction = aggregator.shifted(jacobian, -1.0).reshape(rep.shape).to(rep.dtype)  # d - sum_i g_i
-        roots, grads = [total, rep], [torch.ones_like(total), correction]
+        beyond = None
+        if not distributed and _usable_mix(losses, rep, name, mix, model):
+            assert mix is not None
+            beyond = _beyond_mix(model, total, mix)
+        if beyond is not None:
+            # one backward through the towers gives both d L_t / d inputs[:, t] and the towers' own gradients;
+            # the backward below then starts at the tower inputs instead of going through the towers again
+            assert mix is not None
+            first = torch.autograd.grad(total, [mix.inputs, *beyond], allow_unused=True)
+            upstream = torch.zeros_like(mix.inputs) if first[0] is None else first[0]
+            for leaf, grad in zip(beyond, first[1:], strict=True):
+                if grad is not None:
+                    leaf.grad = grad if leaf.grad is None else leaf.grad + grad
+            correction = aggregator.shifted(GatedJacobian(mix.weights, upstream), -1.0)
+            roots, grads = [mix.inputs, rep], [upstream, correction.reshape(rep.shape).to(rep.dtype)]
+        else:
+            jacobian = representation_jacobian(losses, rep, name, mix, model, factored=not distributed)
+            if distributed:
+                assert isinstance(jacobian, Tensor)
+                jacobian = _all_reduce_hook(jacobian)
+            correction = aggregator.shifted(jacobian, -1.0).reshape(rep.shape).to(rep.dtype)  # d - sum_i g_i
+            roots, grads = [total, rep], [torch.ones_like(total), correction]
         if penalty is not None and penalty.requires_grad:
             roots.append(penalty)
             grads.append(torch.ones_like(penalty))

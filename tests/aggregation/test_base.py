@@ -55,9 +55,12 @@ def test_gated_jacobian_factors_equal_the_built_matrix(scale: float) -> None:
     assert jacobian.shape == (3, 6 * 4 * 5)
     exact = dense.double() @ dense.double().T
     gram = jacobian.gram()
-    assert gram.dtype == torch.float64 and torch.isfinite(gram).all()
+    assert gram.dtype == torch.float64
+    assert torch.isfinite(gram).all()
     torch.testing.assert_close(gram, exact, rtol=1e-6, atol=1e-8 * float(exact.abs().max()))
-    c = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64) / scale  # unit-norm-like weights: large for tiny g
+    c = (
+        torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64) / scale
+    )  # unit-norm-like weights: large for tiny g
     combined = jacobian.combine(c)
     assert torch.isfinite(combined).all()
     torch.testing.assert_close(combined.double(), c @ dense.double(), rtol=1e-5, atol=1e-6)
