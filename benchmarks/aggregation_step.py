@@ -690,7 +690,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per contender before the rounds")
     p.add_argument("--round-warmup", type=int, default=1, help="untimed steps before each contender's block")
-    p.add_argument("--steps-per-round", type=int, default=2, help="consecutive timed steps per contender")
+    p.add_argument("--steps-per-round", type=int, default=4, help="consecutive timed steps per contender")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
