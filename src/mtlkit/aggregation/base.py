@@ -130,6 +130,13 @@ class GatedJacobian:
             w, u = w.double(), u.double()
         return (torch.bmm(w, w.transpose(1, 2)) * torch.bmm(u, u.transpose(1, 2))).sum(0).double()
 
+    def squared_norms(self) -> Tensor:
+        """||g_t||^2 [T] in float64 (the Gram matrix's diagonal): sum_b ||w_bt||^2 ||u_bt||^2."""
+        w, u = self.weights, self.upstream
+        if not self._is_moderate():
+            w, u = w.double(), u.double()
+        return ((w * w).sum(-1) * (u * u).sum(-1)).sum(0).double()
+
     def combine(self, coefficients: Tensor) -> Tensor:
         """sum_t c_t g_t [B*E*d] in the gradients' dtype: one batched matmul [B, E, T] x [B, T, d]."""
         c = coefficients.to(device=self.upstream.device, dtype=torch.float64)
@@ -171,6 +178,9 @@ class GradientAggregator(nn.Module, abc.ABC):
 
     needs: ClassVar[frozenset[str]] = frozenset({"gram"})
     order_invariant: ClassVar[bool] = True
+    #: ``weights`` reads only the Gram matrix's diagonal (the squared gradient norms): a gated Jacobian then
+    #: hands it a diagonal matrix without forming the off-diagonal products.
+    gram_diagonal_only: ClassVar[bool] = False
 
     def __init__(self, schema: Schema, mode: Mode = "parameter") -> None:
         super().__init__()
@@ -206,7 +216,8 @@ class GradientAggregator(nn.Module, abc.ABC):
         """
         if self.needs == frozenset({"gram"}):
             if isinstance(jacobian, GatedJacobian):
-                return jacobian.combine(self.weights(jacobian.gram()) + shift)
+                gram = torch.diag(jacobian.squared_norms()) if self.gram_diagonal_only else jacobian.gram()
+                return jacobian.combine(self.weights(gram) + shift)
             gram, rows, scales = gram_matrix(jacobian)
             return combine(self.weights(gram) + shift, rows, scales)
         dense = jacobian.dense() if isinstance(jacobian, GatedJacobian) else jacobian
@@ -232,6 +243,14 @@ class MeanAggregator(GradientAggregator):
     def weights(self, gram: Tensor) -> Tensor:
         t = gram.shape[0]
         return gram.new_full((t,), 1.0 / t)
+
+    def shifted(self, jacobian: Tensor | GatedJacobian, shift: float) -> Tensor:
+        """(1/T + shift) sum_i g_i: the weights do not depend on the Gram matrix, so it is not formed."""
+        t = jacobian.shape[0]
+        weights = torch.full((t,), 1.0 / t + shift, dtype=torch.float64)
+        if isinstance(jacobian, GatedJacobian):
+            return jacobian.combine(weights)
+        return weights.to(device=jacobian.device, dtype=jacobian.dtype) @ jacobian
 
     def reset(self) -> None:
         """Stateless."""
