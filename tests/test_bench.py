@@ -238,3 +238,21 @@ def test_a_folder_of_another_bench_is_refused(grid: tuple[Path, Path, Counter, d
     changed.training.epochs = 2
     with pytest.raises(MtlkitError, match="holds a bench of another configuration"):
         bench(changed, root / "b1", cache, Counter())
+
+
+def test_a_family_that_fixes_its_model_is_named_after_it(tmp_path: Path) -> None:
+    """multi_model always trains single_task + static: its runs carry those names, not the configured model's."""
+    specs = mtlkit.bench.plan(
+        tiny_config(),
+        tmp_path,
+        models=["mmoe"],
+        balancers=["uncertainty"],
+        families=["mtl", "multi_model"],
+        seeds=[0],
+        threads=1,
+    )
+    assert [(s.family, s.model, s.balancer) for s in specs] == [
+        ("mtl", "mmoe", "uncertainty"),
+        ("multi_model", "single_task", "static"),
+    ]
+    assert specs[1].name == "multi_model__single_task__static__seed0"

@@ -145,10 +145,11 @@ def plan(
     """Every run of the grid, validated (a bad model parameter is a ConfigError before anything starts).
 
     ``mtl`` runs every model x balancer x seed; each other family runs once per seed with the config's model and
-    balancer (a family may ignore them).
+    balancer, or the ones the family always trains (``Family.fixed_model`` / ``fixed_balancer``: multi_model's
+    runs are named and summarised as single_task + static).
     """
     from mtlkit.balancing import list_balancers
-    from mtlkit.families import list_families
+    from mtlkit.families import family_class, list_families
     from mtlkit.models import list_models
 
     _check_names("model", models, list_models())
@@ -164,7 +165,8 @@ def plan(
         if family == "mtl":
             combos = [(m, b) for m in models for b in balancers]
         else:
-            combos = [(config.model.name, config.balancer.name)]
+            kind = family_class(family)
+            combos = [(kind.fixed_model or config.model.name, kind.fixed_balancer or config.balancer.name)]
         for model, balancer in combos:
             for seed in seeds:
                 data = json.loads(json.dumps(base))

@@ -32,9 +32,14 @@ def list_families() -> list[str]:
     return _REGISTRY.names()
 
 
+def family_class(name: str) -> type[Family]:
+    """The class registered as ``name`` (an unknown name is an error listing the accepted ones)."""
+    return _REGISTRY.get(name)
+
+
 def create_family(name: str, schema: Schema, **params: Any) -> Family:
     """The family ``name`` for a problem described by ``schema`` (the data set's own tasks)."""
     return _REGISTRY.create(name, schema, **params)
 
 
-__all__ = ["MTL", "Family", "create_family", "list_families"]
+__all__ = ["MTL", "Family", "create_family", "family_class", "list_families"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -33,6 +33,11 @@ class Family:
     choose the architecture (:meth:`model_choice`), the balancer (:meth:`balancer_choice`) and the losses
     (:meth:`losses`) the run trains with; by default the configured ones.
     """
+
+    #: The architecture / balancer every run of this family trains, whatever the configuration says (None: the
+    #: configured one). Known without data, so a bench names its runs after what they train.
+    fixed_model: ClassVar[str | None] = None
+    fixed_balancer: ClassVar[str | None] = None
 
     def __init__(self, schema: Schema) -> None:
         self.schema = schema

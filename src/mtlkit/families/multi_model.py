@@ -40,6 +40,9 @@ class MultiModel(Family):
             ``dropout``, ...); ``share_embedding`` must stay False (it would share the embedding).
     """
 
+    fixed_model = MODEL
+    fixed_balancer = BALANCER
+
     def __init__(self, schema: Schema, model_params: dict[str, Any] | None = None) -> None:
         super().__init__(schema)
         if model_params is not None and not isinstance(model_params, Mapping):
