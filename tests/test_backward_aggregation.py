@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -263,3 +265,47 @@ def test_freezing_a_parameter_after_a_step_is_seen_by_the_gated_mix_path() -> No
         torch.testing.assert_close(got, generic[pname], atol=1e-6, rtol=1e-5, msg=pname)
     tower.requires_grad_(True)  # trainable again: it gets its gradient back
     assert "towers.towers.click.0.0.weight" in _representation_grads(model, "mgda", with_mix=True)
+
+
+def test_representation_mode_reduces_the_gram_matrix_not_the_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under DDP the rows of the representation Jacobian belong to each process's own batch: the engine hands the
+    Gram matrix (T x T) to the all-reduce hook, never the per-row matrix."""
+    from mtlkit import backward as engine
+
+    seen: list[tuple[int, ...]] = []
+
+    def record(gram: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(gram.shape))
+        return gram
+
+    def forbidden(jacobian: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("representation mode must not average the per-row matrix across processes")
+
+    monkeypatch.setattr(engine, "_all_reduce_gram", record)
+    monkeypatch.setattr(engine, "_all_reduce_hook", forbidden)
+    for name in ("mmoe", "shared_bottom"):  # with and without a gated mix
+        torch.manual_seed(0)
+        _representation_grads(create_model(name, SCHEMA), "mgda", with_mix=True)
+    assert seen == [(3, 3), (3, 3)]
+
+
+def test_a_one_process_group_changes_nothing(tmp_path: Path) -> None:
+    """With torch.distributed initialised (gloo, world size 1) the hooks run and the gradients are unchanged."""
+    import torch.distributed as dist
+
+    torch.manual_seed(0)
+    model = create_model("mmoe", SCHEMA)
+    alone = _representation_grads(model, "mgda", with_mix=True)
+    model.zero_grad(set_to_none=True)
+    by_param = _grads_after(model, "parameter")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        grouped = _representation_grads(model, "mgda", with_mix=True)
+        model.zero_grad(set_to_none=True)
+        grouped_param = _grads_after(model, "parameter")
+    finally:
+        dist.destroy_process_group()
+    for pname, got in grouped.items():
+        torch.testing.assert_close(got, alone[pname], msg=pname)
+    for pname, got in grouped_param.items():
+        torch.testing.assert_close(got, by_param[pname], msg=pname)

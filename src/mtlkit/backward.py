@@ -28,7 +28,11 @@ data declared on its class) and computes just that:
     towers is also behind the mix, that backward also gives the towers' own gradients and the final backward
     starts at the tower inputs (``inputs`` with d L / d inputs, ``Output.shared`` with ``d - sum_i g_i``).
 
-  Under DDP, the per-task gradient matrix is the place to all-reduce (``_all_reduce_hook``), before aggregation.
+  Under DDP (hooks for the coming distributed trainer): in parameter mode every process holds the same shared
+  parameters, so the per-task gradient matrix is averaged across processes before aggregation
+  (``_all_reduce_hook``); in representation mode the rows belong to each process's own batch, so the matrices
+  are not averaged (that would mix different rows): the global Gram matrix, the sum of the processes' Gram
+  matrices, is what the weights must come from (``_all_reduce_gram``), and each process combines its own rows.
 """
 
 from __future__ import annotations
@@ -295,11 +299,23 @@ def task_jacobian(
     return jacobian
 
 
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 def _all_reduce_hook(jacobian: Tensor) -> Tensor:
-    """Under DDP, the per-task gradient matrix is averaged across processes here, before aggregation."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    """Under DDP, the per-task gradient matrix of the shared parameters is averaged across processes here."""
+    if _distributed():
         torch.distributed.all_reduce(jacobian, op=torch.distributed.ReduceOp.AVG)
     return jacobian
+
+
+def _all_reduce_gram(gram: Tensor) -> Tensor:
+    """Under DDP, representation mode: the Gram matrix of the rows of every process, the sum of theirs."""
+    if _distributed():
+        gram = gram.clone()
+        torch.distributed.all_reduce(gram, op=torch.distributed.ReduceOp.SUM)
+    return gram
 
 
 def _aggregate(
@@ -316,10 +332,8 @@ def _aggregate(
     total = losses.sum()
     if aggregator.mode == "representation":
         rep = _check_shared(shared, model, aggregator)
-        # under DDP the matrix is all-reduced, so it is built; else a gated mix stays in its factors
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         beyond = None
-        if not distributed and _usable_mix(losses, rep, name, mix, model):
+        if _usable_mix(losses, rep, name, mix, model):
             assert mix is not None
             beyond = _beyond_mix(model, total, mix)
         if beyond is not None:
@@ -331,14 +345,12 @@ def _aggregate(
             for leaf, grad in zip(beyond, first[1:], strict=True):
                 if grad is not None:
                     leaf.grad = grad if leaf.grad is None else leaf.grad + grad
-            correction = aggregator.shifted(GatedJacobian(mix.weights, upstream), -1.0)
+            correction = aggregator.shifted(GatedJacobian(mix.weights, upstream), -1.0, _all_reduce_gram)
             roots, grads = [mix.inputs, rep], [upstream, correction.reshape(rep.shape).to(rep.dtype)]
         else:
-            jacobian = representation_jacobian(losses, rep, name, mix, model, factored=not distributed)
-            if distributed:
-                assert isinstance(jacobian, Tensor)
-                jacobian = _all_reduce_hook(jacobian)
-            correction = aggregator.shifted(jacobian, -1.0).reshape(rep.shape).to(rep.dtype)  # d - sum_i g_i
+            jacobian = representation_jacobian(losses, rep, name, mix, model, factored=True)
+            correction = aggregator.shifted(jacobian, -1.0, _all_reduce_gram)  # d - sum_i g_i
+            correction = correction.reshape(rep.shape).to(rep.dtype)
             roots, grads = [total, rep], [torch.ones_like(total), correction]
         if penalty is not None and penalty.requires_grad:
             roots.append(penalty)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import inspect
+from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
@@ -154,6 +155,10 @@ class GatedJacobian:
         return (gate * self.upstream.transpose(0, 1).unsqueeze(2)).reshape(t, -1)
 
 
+def _identity(gram: Tensor) -> Tensor:
+    return gram
+
+
 def combine(weights: Tensor, rows: Tensor, scales: Tensor) -> Tensor:
     """sum_i weights_i g_i [D] for J = diag(scales) @ rows (see :func:`gram_matrix`), in ``rows``' dtype."""
     coefficients = weights.to(device=rows.device, dtype=torch.float64) * scales
@@ -207,19 +212,27 @@ class GradientAggregator(nn.Module, abc.ABC):
         """The update direction [D] from the per-task gradients [T, D] (in J's dtype)."""
         return self.shifted(jacobian, 0.0)
 
-    def shifted(self, jacobian: Tensor | GatedJacobian, shift: float) -> Tensor:
+    def shifted(
+        self,
+        jacobian: Tensor | GatedJacobian,
+        shift: float,
+        gram_hook: Callable[[Tensor], Tensor] | None = None,
+    ) -> Tensor:
         """The direction plus ``shift`` times the plain sum of the task gradients, d + shift * sum_i g_i.
 
         For a gram-based method (``needs == {"gram"}``: it implements :meth:`weights`, not ``forward``) this is
         sum_i (w_i + shift) g_i, one pass over J, or none when J is a :class:`GatedJacobian` (formed from its
         factors); the engine's representation mode uses shift = -1. Other methods get the dense matrix.
+        ``gram_hook`` maps the Gram matrix before the weights are taken from it (under DDP the engine sums the
+        processes' matrices there).
         """
         if self.needs == frozenset({"gram"}):
+            hook = gram_hook if gram_hook is not None else _identity
             if isinstance(jacobian, GatedJacobian):
                 gram = torch.diag(jacobian.squared_norms()) if self.gram_diagonal_only else jacobian.gram()
-                return jacobian.combine(self.weights(gram) + shift)
+                return jacobian.combine(self.weights(hook(gram)) + shift)
             gram, rows, scales = gram_matrix(jacobian)
-            return combine(self.weights(gram) + shift, rows, scales)
+            return combine(self.weights(hook(gram)) + shift, rows, scales)
         dense = jacobian.dense() if isinstance(jacobian, GatedJacobian) else jacobian
         direction = self(dense)
         return direction + shift * dense.sum(0) if shift else direction
@@ -244,7 +257,12 @@ class MeanAggregator(GradientAggregator):
         t = gram.shape[0]
         return gram.new_full((t,), 1.0 / t)
 
-    def shifted(self, jacobian: Tensor | GatedJacobian, shift: float) -> Tensor:
+    def shifted(
+        self,
+        jacobian: Tensor | GatedJacobian,
+        shift: float,
+        gram_hook: Callable[[Tensor], Tensor] | None = None,
+    ) -> Tensor:
         """(1/T + shift) sum_i g_i: the weights do not depend on the Gram matrix, so it is not formed."""
         t = jacobian.shape[0]
         weights = torch.full((t,), 1.0 / t + shift, dtype=torch.float64)

@@ -26,6 +26,7 @@ the masks are symmetric in the tasks, so permuting the tasks leaves the directio
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -104,11 +105,16 @@ class GradDrop(OwnsGenerator, GradientAggregator):
         uniform = torch.rand(jacobian.shape[1], generator=self._generator)
         return graddrop_direction(jacobian, uniform, self.leak)
 
-    def shifted(self, jacobian: Tensor | GatedJacobian, shift: float) -> Tensor:
+    def shifted(
+        self,
+        jacobian: Tensor | GatedJacobian,
+        shift: float,
+        gram_hook: Callable[[Tensor], Tensor] | None = None,
+    ) -> Tensor:
         """As :meth:`GradientAggregator.shifted`; a gated Jacobian with non-negative gate weights (softmax gates)
         gives both sums from its factors: sum_t max(w_t u_t, 0) = sum_t w_t max(u_t, 0), likewise for min."""
         if not isinstance(jacobian, GatedJacobian) or not bool((jacobian.weights >= 0).all()):
-            return super().shifted(jacobian, shift)
+            return super().shifted(jacobian, shift, gram_hook)
         ones = torch.ones(jacobian.shape[0], dtype=torch.float64)
         positive = GatedJacobian(jacobian.weights, jacobian.upstream.clamp(min=0)).combine(ones)
         negative = GatedJacobian(jacobian.weights, jacobian.upstream.clamp(max=0)).combine(ones)
