@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -40,51 +41,59 @@ RIDGE = 1e-12
 KKT_TOL = 1e-12
 
 
-def _conditioned(gram: Tensor) -> Tensor | None:
-    """G / max diagonal, PSD plus a ridge, float64 on the CPU; None for an all-zero G."""
-    g = gram.detach().to("cpu", torch.float64)
+def _conditioned(gram: Tensor) -> np.ndarray | None:
+    """G / max diagonal, PSD plus a ridge, float64 (numpy); None for an all-zero G."""
+    g = gram.detach().to("cpu", torch.float64).numpy()
     g = (g + g.T) / 2
-    scale = float(g.diagonal().max()) if g.numel() else 0.0
+    scale = float(np.diagonal(g).max()) if g.size else 0.0
     if math.isfinite(scale) and scale <= 0:
         return None
     g = g / scale
-    if not bool(torch.isfinite(g).all()):
-        return torch.full_like(g, float("nan"))
-    eigenvalues, vectors = torch.linalg.eigh(g)
-    g = (vectors * eigenvalues.clamp(min=0)) @ vectors.T
+    if not bool(np.isfinite(g).all()):
+        return np.full_like(g, np.nan)
+    eigenvalues, vectors = np.linalg.eigh(g)
+    g = (vectors * np.clip(eigenvalues, 0.0, None)) @ vectors.T
     ridge = max(RIDGE, torch.finfo(gram.dtype).eps)
-    return g + ridge * torch.eye(len(g), dtype=g.dtype)
+    return g + ridge * np.eye(len(g))
 
 
 def project_weights(g: Tensor, i: int) -> Tensor:
     """w = argmin_{w >= e_i} w^T G w for a positive definite G (float64): exact active-set solution."""
+    w = _project_weights(g.detach().cpu().double().numpy(), i)
+    return torch.from_numpy(w).to(device=g.device)
+
+
+def _project_weights(g: np.ndarray, i: int) -> np.ndarray:
+    """:func:`project_weights` on a numpy matrix: the iterations are a few operations on T numbers each, where
+    torch's per-call overhead would dominate."""
     t = g.shape[0]
     c = g[:, i]
-    lam = torch.zeros(t, dtype=g.dtype)
-    free = torch.zeros(t, dtype=torch.bool)
+    lam = np.zeros(t)
+    free = np.zeros(t, dtype=bool)
     for _ in range(3 * t + 10):  # the method is finite; the cap only guards against rounding cycles
         grad = g @ lam + c
         candidates = ~free & (grad < -KKT_TOL)
-        if not bool(candidates.any()):
+        if not candidates.any():
             break
-        free[int(torch.where(candidates, grad, torch.inf).argmin())] = True
+        free[int(np.argmin(np.where(candidates, grad, np.inf)))] = True
         for _ in range(t):
-            idx = free.nonzero().squeeze(1)
-            z = torch.zeros_like(lam)
-            z[idx] = torch.linalg.solve(g[idx][:, idx], -c[idx])
-            if bool((z[idx] > 0).all()):
+            idx = np.flatnonzero(free)
+            z = np.zeros_like(lam)
+            z[idx] = np.linalg.solve(g[np.ix_(idx, idx)], -c[idx])
+            if (z[idx] > 0).all():
                 lam = z
                 break
             # step from lam (feasible) towards z until the first free variable reaches 0, and bind it
             blocking = idx[z[idx] <= 0]
             gap = lam[blocking] - z[blocking]
-            ratios = torch.where(gap > 0, lam[blocking] / gap.clamp(min=torch.finfo(gap.dtype).tiny), 0.0)
-            first = int(ratios.argmin())
+            safe = np.maximum(gap, np.finfo(np.float64).tiny)
+            ratios = np.where(gap > 0, lam[blocking] / safe, 0.0)
+            first = int(np.argmin(ratios))
             lam = lam + float(ratios[first]) * (z - lam)
             free[blocking[first]] = False
             free &= lam > 0
-            lam = torch.where(free, lam, torch.zeros_like(lam))
-    w = lam.clone()
+            lam = np.where(free, lam, 0.0)
+    w = lam.copy()
     w[i] += 1.0
     return w
 
@@ -111,7 +120,7 @@ class UPGrad(GradientAggregator):
         g = _conditioned(gram)
         if g is None:
             return torch.full((t,), 1.0 / t, dtype=torch.float64, device=gram.device)
-        if not bool(torch.isfinite(g).all()):
+        if not bool(np.isfinite(g).all()):
             return torch.full((t,), float("nan"), dtype=torch.float64, device=gram.device)
-        w = torch.stack([project_weights(g, i) for i in range(t)]).mean(0)
-        return w.to(gram.device)
+        w = np.mean([_project_weights(g, i) for i in range(t)], axis=0)
+        return torch.from_numpy(w).to(gram.device)
