@@ -15,7 +15,8 @@ data declared on its class) and computes just that:
   - ``parameter``: of the shared parameters (D = their total size), all T rows from one batched
     ``autograd.grad`` over the rows of the identity. The aggregated direction is written into the shared
     parameters' ``.grad``; every task-private parameter gets the plain gradient of its own task's loss (the
-    gradient of the loss sum restricted to it, which no other task reaches).
+    gradient of the loss sum restricted to it, which no other task reaches). With a separable gated mix (see
+    below) the T products start at the tower inputs, after one backward through the towers.
   - ``representation`` (the MGDA-UB trick): of ``Output.shared`` (D = its size), through the task-specific
     part only. With d the aggregated direction there and g_i the rows, one backward with two roots,
     ``sum_i L_i`` and ``Output.shared`` with gradient ``d - sum_i g_i``, gives every parameter its plain gradient
@@ -256,15 +257,31 @@ def task_jacobian(
     operation has no batching rule, one ``autograd.grad`` per task (logged once per model class). ``loop``: one
     ``autograd.grad`` per task. ``auto`` chooses by :func:`jacobian_strategy`. The graph is retained.
     """
+    t = losses.shape[0]
+    identity = torch.eye(t, dtype=losses.dtype, device=losses.device)
+    return vjp_rows(losses, identity, inputs, model_name, strategy)
+
+
+def vjp_rows(
+    outputs: Tensor,
+    cotangents: Tensor,
+    inputs: list[Tensor],
+    model_name: str = "model",
+    strategy: str = "auto",
+) -> Tensor:
+    """Row i = the vector-Jacobian product of ``outputs`` with ``cotangents[i]`` at ``inputs``, flattened and
+    joined: [N, D] for cotangents [N, *outputs.shape]. Batched (one ``autograd.grad(is_grads_batched=True)``,
+    falling back to the loop where an operation has no batching rule, logged once per model) or looped, by
+    ``strategy`` (see :func:`jacobian_strategy`). The graph is retained."""
     if not inputs:
         raise MtlkitError(f"per-task gradients of {model_name}: no inputs to differentiate")
-    t = losses.shape[0]
+    n = cotangents.shape[0]
     if jacobian_strategy(inputs, strategy) == "batched":
         try:
             grads = torch.autograd.grad(
-                losses,
+                outputs,
                 inputs,
-                grad_outputs=torch.eye(t, dtype=losses.dtype, device=losses.device),
+                grad_outputs=cotangents,
                 is_grads_batched=True,
                 retain_graph=True,
                 allow_unused=True,
@@ -279,15 +296,19 @@ def task_jacobian(
                 )
         else:
             rows = [
-                torch.zeros(t, x.numel(), dtype=losses.dtype, device=losses.device)
+                torch.zeros(n, x.numel(), dtype=cotangents.dtype, device=cotangents.device)
                 if g is None
-                else g.reshape(t, -1)
+                else g.reshape(n, -1)
                 for g, x in zip(grads, inputs, strict=True)
             ]
             return rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)  # one input: no copy
-    jacobian = torch.empty(t, sum(x.numel() for x in inputs), dtype=losses.dtype, device=losses.device)
-    for i in range(t):
-        grads_i = torch.autograd.grad(losses[i], inputs, retain_graph=True, allow_unused=True)
+    jacobian = torch.empty(
+        n, sum(x.numel() for x in inputs), dtype=cotangents.dtype, device=cotangents.device
+    )
+    for i in range(n):
+        grads_i = torch.autograd.grad(
+            outputs, inputs, grad_outputs=cotangents[i], retain_graph=True, allow_unused=True
+        )
         offset = 0
         for g, x in zip(grads_i, inputs, strict=True):
             piece = jacobian[i, offset : offset + x.numel()]
@@ -365,12 +386,28 @@ def _aggregate(
             f"aggregator {type(aggregator).__name__} balances the gradients of shared parameters, but model {name} "
             f"has none; use a model with shared layers, or a loss weighting"
         )
-    jacobian = _all_reduce_hook(task_jacobian(losses, shared_params, name))
-    direction = aggregator(jacobian)
-    if private:
-        torch.autograd.backward(
-            total, inputs=private, retain_graph=penalty is not None and penalty.requires_grad
-        )
+    separable = _separable_shared(losses, model, name, mix, total, shared_ids)
+    if separable is not None:
+        assert mix is not None
+        # one backward through the towers (their own gradients and d L_t / d inputs[:, t]); the T vector-Jacobian
+        # products then start at the tower inputs, each with its task's slice, instead of at the losses
+        jacobian = _all_reduce_hook(_jacobian_from_inputs(mix, separable[0], shared_params, name))
+        direction = aggregator(jacobian)
+        behind = [p for p in private if id(p) not in {id(x) for x in separable[1]}]
+        if behind:  # the gates: their plain gradients, from the tower inputs' gradient
+            torch.autograd.backward(
+                mix.inputs,
+                separable[0],
+                inputs=behind,
+                retain_graph=penalty is not None and penalty.requires_grad,
+            )
+    else:
+        jacobian = _all_reduce_hook(task_jacobian(losses, shared_params, name))
+        direction = aggregator(jacobian)
+        if private:
+            torch.autograd.backward(
+                total, inputs=private, retain_graph=penalty is not None and penalty.requires_grad
+            )
     offset = 0
     for p in shared_params:
         piece = direction[offset : offset + p.numel()].reshape(p.shape).to(p.dtype)
@@ -379,6 +416,39 @@ def _aggregate(
     if penalty is not None and penalty.requires_grad:
         penalty.backward()
     return total.detach()
+
+
+def _separable_shared(
+    losses: Tensor, model: nn.Module, name: str, mix: GatedMix | None, total: Tensor, shared_ids: set[int]
+) -> tuple[Tensor, tuple[Tensor, ...]] | None:
+    """With a gated mix whose towers hold no shared parameter and share no leaf with what lies behind the mix:
+    (d sum_i L_i / d inputs, the leaves beyond the mix), after one backward through the towers that also wrote
+    those leaves' gradients; else None (the generic path)."""
+    if mix is None or not mix.inputs.requires_grad:
+        return None
+    if mix.inputs.shape[1] != losses.shape[0]:
+        return None
+    beyond = _beyond_mix(model, total, mix) if not _reads_through(model) else None
+    if beyond is None or any(id(x) in shared_ids for x in beyond):
+        return None
+    first = torch.autograd.grad(total, [mix.inputs, *beyond], retain_graph=True, allow_unused=True)
+    for leaf, grad in zip(beyond, first[1:], strict=True):
+        if grad is not None:
+            leaf.grad = grad if leaf.grad is None else leaf.grad + grad
+    upstream = torch.zeros_like(mix.inputs) if first[0] is None else first[0]
+    return upstream, beyond
+
+
+def _jacobian_from_inputs(
+    mix: GatedMix, upstream: Tensor, shared_params: list[nn.Parameter], name: str
+) -> Tensor:
+    """[T, P]: row t is the gradient of L_t at the shared parameters, the vector-Jacobian product from the tower
+    inputs with task t's slice of their gradient ``upstream`` (zero elsewhere)."""
+    t = upstream.shape[1]
+    index = torch.arange(t, device=upstream.device)
+    cotangents = upstream.new_zeros((t, *upstream.shape))
+    cotangents[index, :, index, :] = upstream.transpose(0, 1)
+    return vjp_rows(mix.inputs, cotangents, list(shared_params), name)
 
 
 def _check_shared(
