@@ -7,10 +7,11 @@ One training step = forward of mtlkit's MMoE on a batch of 1024 rows, the T bina
 ``static`` (``create_weighting("static", schema)``, one backward of the loss sum). Every aggregator of
 ``list_aggregators()`` is timed in both modes:
 
-* ``parameter``: per-task gradients of the shared parameters (embeddings + experts) through the whole model, by
-  the engine's rule (``mtlkit.backward.jacobian_strategy``: one batched ``autograd.grad`` of T vector-Jacobian
-  products for up to 100,000 shared parameters, here the paper size; one backward per task above that on CPU,
-  here the production size), then the private parameters' backward;
+* ``parameter``: per-task gradients of the shared parameters (embeddings + experts): one backward through the
+  towers (MMoE reports its gated mix, ``Output.mix``), then T vector-Jacobian products from the tower inputs, by
+  the engine's rule (``mtlkit.backward.jacobian_strategy``: one batched ``autograd.grad`` for up to 100,000
+  shared parameters, here the paper size; one per task above that on CPU, here the production size), then the
+  gates' backward;
 * ``representation``: per-task gradients at ``Output.shared`` (the experts' outputs), through the gates and towers
   only (MMoE reports its gated mix, ``Output.mix``, so the engine forms them from one backward through the towers
   and an outer product with the gate weights), then one backward.
@@ -586,8 +587,9 @@ def docs_section(result: dict[str, Any]) -> str:
         f"`Adam(fused=True)` step; batch {result['batch_size']}, {result['threads']} threads) with each gradient "
         "aggregator, as a ratio to the equal-weight step (`static`) timed interleaved with it in the same rounds "
         "(median over rounds of the per-round ratio). `parameter`: per-task gradients of the shared parameters "
-        "through the whole model (one batched `autograd.grad` at the paper size; one backward per task at the "
-        "production size, by the engine's size rule `mtlkit.backward.jacobian_strategy`); `representation`: "
+        "(one backward through the towers, then T vector-Jacobian products from the tower inputs: one batched "
+        "`autograd.grad` at the paper size, one per task at the production size, by the engine's size rule "
+        "`mtlkit.backward.jacobian_strategy`); `representation`: "
         "per-task gradients at "
         "`Output.shared` (through gates and towers only; MMoE reports its gated mix, `Output.mix`, so the engine "
         "forms them from one backward through the towers and an outer product with the gate weights). Floor = (1 + 2T)/3: the FLOP ratio of one forward "
