@@ -180,3 +180,14 @@ def test_unsupported_needs_are_named() -> None:
     out, losses = _forward(model)
     with pytest.raises(MtlkitError, match=r"Wants needs \['task_hessians'\]"):
         mtl_backward(losses, model, Wants(SCHEMA), shared=out.shared)
+
+
+@pytest.mark.parametrize("name", ["mmoe", "omoe", "dselect_k", "ple"])
+def test_norms_from_a_gated_mix_equal_the_generic_ones(name: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(name, SCHEMA)
+    out, losses = _forward(model)
+    assert out.shared is not None
+    assert out.mix is not None
+    via_mix = shared_grad_norms(losses, out.shared, name, out.mix, model)
+    torch.testing.assert_close(via_mix, _looped_norms(losses, out.shared), rtol=1e-5, atol=1e-7)

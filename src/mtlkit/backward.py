@@ -116,7 +116,7 @@ def shared_grad_norms(
     """
     grads = representation_jacobian(losses, shared, model_name, mix, model, factored=True)
     if isinstance(grads, GatedJacobian):
-        return grads.gram().diagonal().clamp(min=0).sqrt().to(losses.dtype)
+        return grads.squared_norms().clamp(min=0).sqrt().to(losses.dtype)
     return torch.linalg.vector_norm(grads, dim=1).detach()
 
 
