@@ -114,7 +114,7 @@ def shared_grad_norms(
 
     The rows come from :func:`representation_jacobian`. The graph is retained for the objective's backward.
     """
-    grads = representation_jacobian(losses, shared, model_name, mix, model, factored=True)
+    grads = representation_jacobian(losses, shared, model_name, mix, model)
     if isinstance(grads, GatedJacobian):
         return grads.squared_norms().clamp(min=0).sqrt().to(losses.dtype)
     return torch.linalg.vector_norm(grads, dim=1).detach()
@@ -126,22 +126,20 @@ def representation_jacobian(
     model_name: str = "model",
     mix: GatedMix | None = None,
     model: nn.Module | None = None,
-    factored: bool = False,
 ) -> Tensor | GatedJacobian:
     """The per-task gradients of ``losses`` [T] at the shared representation: [T, shared.numel()].
 
     With a :class:`~mtlkit.models.base.GatedMix` (and no task whose tower reads another task's output through
     the graph, which would let one loss reach two towers): one ordinary backward of sum_i L_i to ``mix.inputs``
-    [B, T, d], whose slice t is d L_t / d inputs[:, t], and row t = weights[:, t, :, None] * that[:, None, :];
-    returned as a :class:`~mtlkit.aggregation.base.GatedJacobian` (its two factors) when ``factored``, else
-    built. Otherwise one batched ``autograd.grad`` over the rows of the identity (the representation is an
-    activation, not parameters, so always batched, with its loop fallback). The graph is retained.
+    [B, T, d], whose slice t is d L_t / d inputs[:, t], and row t = weights[:, t, :, None] * that[:, None, :],
+    kept as a :class:`~mtlkit.aggregation.base.GatedJacobian` (its two factors; ``.dense()`` builds it).
+    Otherwise the matrix from one batched ``autograd.grad`` over the rows of the identity (the representation is
+    an activation, not parameters, so always batched, with its loop fallback). The graph is retained.
     """
     if _usable_mix(losses, shared, model_name, mix, model):
         assert mix is not None
         (upstream,) = torch.autograd.grad(losses.sum(), mix.inputs, retain_graph=True, allow_unused=True)
-        jacobian = GatedJacobian(mix.weights, torch.zeros_like(mix.inputs) if upstream is None else upstream)
-        return jacobian if factored else jacobian.dense()
+        return GatedJacobian(mix.weights, torch.zeros_like(mix.inputs) if upstream is None else upstream)
     return task_jacobian(losses, [shared], model_name, strategy="batched")
 
 
@@ -150,7 +148,8 @@ def _usable_mix(
 ) -> bool:
     """Whether ``mix`` gives the per-task gradients at ``shared`` (see representation_jacobian); a mix whose
     shapes do not fit the losses and ``shared`` is an error naming them."""
-    if mix is None or _reads_through(model):
+    read_through = getattr(model, "read_through_tasks", None)
+    if mix is None or (read_through is not None and read_through()):
         return False
     t = losses.shape[0]
     weights, inputs = mix.weights, mix.inputs
@@ -165,19 +164,6 @@ def _usable_mix(
             f"{list(shared.shape)} (gate weights {list(weights.shape)}, tower inputs {list(inputs.shape)})"
         )
     return True
-
-
-#: model -> whether a task's output feeds another task's tower through the graph (fixed by the architecture).
-_READ_THROUGH: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
-
-
-def _reads_through(model: nn.Module | None) -> bool:
-    if model is None:
-        return False
-    if model not in _READ_THROUGH:
-        read_through = getattr(model, "read_through_tasks", None)
-        _READ_THROUGH[model] = bool(read_through()) if read_through is not None else False
-    return _READ_THROUGH[model]
 
 
 @dataclass
@@ -353,23 +339,15 @@ def _aggregate(
     total = losses.sum()
     if aggregator.mode == "representation":
         rep = _check_shared(shared, model, aggregator)
-        beyond = None
-        if _usable_mix(losses, rep, name, mix, model):
+        passed = _through_towers(losses, total, model, name, mix, rep, set())
+        if passed is not None:
+            # the backward below starts at the tower inputs instead of going through the towers again
             assert mix is not None
-            beyond = _beyond_mix(model, total, mix)
-        if beyond is not None:
-            # one backward through the towers gives both d L_t / d inputs[:, t] and the towers' own gradients;
-            # the backward below then starts at the tower inputs instead of going through the towers again
-            assert mix is not None
-            first = torch.autograd.grad(total, [mix.inputs, *beyond], allow_unused=True)
-            upstream = torch.zeros_like(mix.inputs) if first[0] is None else first[0]
-            for leaf, grad in zip(beyond, first[1:], strict=True):
-                if grad is not None:
-                    leaf.grad = grad if leaf.grad is None else leaf.grad + grad
+            upstream = passed[0]
             correction = aggregator.shifted(GatedJacobian(mix.weights, upstream), -1.0, _all_reduce_gram)
             roots, grads = [mix.inputs, rep], [upstream, correction.reshape(rep.shape).to(rep.dtype)]
         else:
-            jacobian = representation_jacobian(losses, rep, name, mix, model, factored=True)
+            jacobian = representation_jacobian(losses, rep, name, mix, model)
             correction = aggregator.shifted(jacobian, -1.0, _all_reduce_gram)  # d - sum_i g_i
             correction = correction.reshape(rep.shape).to(rep.dtype)
             roots, grads = [total, rep], [torch.ones_like(total), correction]
@@ -386,18 +364,20 @@ def _aggregate(
             f"aggregator {type(aggregator).__name__} balances the gradients of shared parameters, but model {name} "
             f"has none; use a model with shared layers, or a loss weighting"
         )
-    separable = _separable_shared(losses, model, name, mix, total, shared_ids)
-    if separable is not None:
+    # a shared parameter beyond the mix would need its per-task gradients from the towers too: generic path
+    passed = _through_towers(losses, total, model, name, mix, shared, shared_ids)
+    if passed is not None:
         assert mix is not None
-        # one backward through the towers (their own gradients and d L_t / d inputs[:, t]); the T vector-Jacobian
-        # products then start at the tower inputs, each with its task's slice, instead of at the losses
-        jacobian = _all_reduce_hook(_jacobian_from_inputs(mix, separable[0], shared_params, name))
+        upstream, beyond = passed
+        # the T vector-Jacobian products start at the tower inputs, each with its task's slice, not at the losses
+        jacobian = _all_reduce_hook(_jacobian_from_inputs(mix, upstream, shared_params, name))
         direction = aggregator(jacobian)
-        behind = [p for p in private if id(p) not in {id(x) for x in separable[1]}]
+        done = {id(x) for x in beyond}
+        behind = [p for p in private if id(p) not in done]
         if behind:  # the gates: their plain gradients, from the tower inputs' gradient
             torch.autograd.backward(
                 mix.inputs,
-                separable[0],
+                upstream,
                 inputs=behind,
                 retain_graph=penalty is not None and penalty.requires_grad,
             )
@@ -418,20 +398,26 @@ def _aggregate(
     return total.detach()
 
 
-def _separable_shared(
-    losses: Tensor, model: nn.Module, name: str, mix: GatedMix | None, total: Tensor, shared_ids: set[int]
+def _through_towers(
+    losses: Tensor,
+    total: Tensor,
+    model: nn.Module,
+    name: str,
+    mix: GatedMix | None,
+    shared: Tensor | None,
+    excluded: set[int],
 ) -> tuple[Tensor, tuple[Tensor, ...]] | None:
-    """With a gated mix whose towers hold no shared parameter and share no leaf with what lies behind the mix:
-    (d sum_i L_i / d inputs, the leaves beyond the mix), after one backward through the towers that also wrote
-    those leaves' gradients; else None (the generic path)."""
-    if mix is None or not mix.inputs.requires_grad:
+    """One backward of ``total`` through the towers of a usable gated mix whose towers share no leaf with what
+    lies behind the mix (and hold none of ``excluded``, by id): writes the gradients of the leaves beyond the
+    mix (towers, tower-only embeddings) and returns (d total / d mix.inputs, those leaves), whose slice t is
+    d L_t / d inputs[:, t]. None when the mix does not apply: then nothing was computed."""
+    if shared is None or not _usable_mix(losses, shared, name, mix, model):
         return None
-    if mix.inputs.shape[1] != losses.shape[0]:
+    assert mix is not None
+    beyond = _beyond_mix(model, total, mix)
+    if beyond is None or any(id(x) in excluded for x in beyond):
         return None
-    beyond = _beyond_mix(model, total, mix) if not _reads_through(model) else None
-    if beyond is None or any(id(x) in shared_ids for x in beyond):
-        return None
-    first = torch.autograd.grad(total, [mix.inputs, *beyond], retain_graph=True, allow_unused=True)
+    first = torch.autograd.grad(total, [mix.inputs, *beyond], allow_unused=True)
     for leaf, grad in zip(beyond, first[1:], strict=True):
         if grad is not None:
             leaf.grad = grad if leaf.grad is None else leaf.grad + grad

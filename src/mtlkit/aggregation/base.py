@@ -183,9 +183,10 @@ class GradientAggregator(nn.Module, abc.ABC):
 
     needs: ClassVar[frozenset[str]] = frozenset({"gram"})
     order_invariant: ClassVar[bool] = True
-    #: ``weights`` reads only the Gram matrix's diagonal (the squared gradient norms): a gated Jacobian then
-    #: hands it a diagonal matrix without forming the off-diagonal products.
-    gram_diagonal_only: ClassVar[bool] = False
+    #: Which entries of the Gram matrix ``weights`` reads: ``all``; ``diagonal`` (the squared gradient norms: a
+    #: gated Jacobian then hands it a diagonal matrix without the off-diagonal products); ``none`` (the weights
+    #: are constant: no Gram matrix is formed, ``weights`` gets zeros of the right size).
+    gram_entries: ClassVar[Literal["all", "diagonal", "none"]] = "all"
 
     def __init__(self, schema: Schema, mode: Mode = "parameter") -> None:
         super().__init__()
@@ -228,8 +229,15 @@ class GradientAggregator(nn.Module, abc.ABC):
         """
         if self.needs == frozenset({"gram"}):
             hook = gram_hook if gram_hook is not None else _identity
+            t = jacobian.shape[0]
+            if self.gram_entries == "none":
+                weights = self.weights(torch.zeros(t, t, dtype=torch.float64)) + shift
+                if isinstance(jacobian, GatedJacobian):
+                    return jacobian.combine(weights)
+                return combine(weights, jacobian.detach(), torch.ones(t, dtype=torch.float64))
             if isinstance(jacobian, GatedJacobian):
-                gram = torch.diag(jacobian.squared_norms()) if self.gram_diagonal_only else jacobian.gram()
+                diagonal = self.gram_entries == "diagonal"
+                gram = torch.diag(jacobian.squared_norms()) if diagonal else jacobian.gram()
                 return jacobian.combine(self.weights(hook(gram)) + shift)
             gram, rows, scales = gram_matrix(jacobian)
             return combine(self.weights(hook(gram)) + shift, rows, scales)
@@ -250,25 +258,14 @@ class GradientAggregator(nn.Module, abc.ABC):
 class MeanAggregator(GradientAggregator):
     """The plain mean of the task gradients, d = (1/T) sum_i g_i (the reference direction; equal weights)."""
 
+    gram_entries = "none"  # the weights are 1/T whatever the gradients
+
     def __init__(self, schema: Schema, mode: Mode = "parameter") -> None:
         super().__init__(schema, mode)
 
     def weights(self, gram: Tensor) -> Tensor:
         t = gram.shape[0]
         return gram.new_full((t,), 1.0 / t)
-
-    def shifted(
-        self,
-        jacobian: Tensor | GatedJacobian,
-        shift: float,
-        gram_hook: Callable[[Tensor], Tensor] | None = None,
-    ) -> Tensor:
-        """(1/T + shift) sum_i g_i: the weights do not depend on the Gram matrix, so it is not formed."""
-        t = jacobian.shape[0]
-        weights = torch.full((t,), 1.0 / t + shift, dtype=torch.float64)
-        if isinstance(jacobian, GatedJacobian):
-            return jacobian.combine(weights)
-        return weights.to(device=jacobian.device, dtype=jacobian.dtype) @ jacobian
 
     def reset(self) -> None:
         """Stateless."""

@@ -33,7 +33,7 @@ class UnitGrad(GradientAggregator):
             zero gradients, which keeps the invariance to loss scale down to the smallest float).
     """
 
-    gram_diagonal_only = True  # the weights are 1 / ||g_i||
+    gram_entries = "diagonal"  # the weights are 1 / ||g_i||
 
     def __init__(self, schema: Schema, mode: Mode = "parameter", eps: float = 0.0) -> None:
         super().__init__(schema, mode)

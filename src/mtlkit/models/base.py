@@ -97,14 +97,16 @@ class MultiTaskModel(nn.Module, abc.ABC):
         """Tasks whose output feeds another task's tower without being detached.
 
         The other task's loss then reaches every module private to such a task (its gate, tower, tower-only
-        features), so those count as shared. Derived from every :class:`TaskTowers` inside the model; a model
-        with its own dependence mechanism (ESMM, AITM) extends this.
+        features), so those count as shared. Derived from every :class:`TaskTowers` inside the model (fixed when
+        the model is built, so found once: the backward engine asks at every step); a model with its own
+        dependence mechanism extends this.
         """
-        found: set[str] = set()
-        for module in self.modules():
-            if isinstance(module, TaskTowers):
-                found |= module.read_through
-        return found
+        found: frozenset[str] | None = self.__dict__.get("_read_through")
+        if found is None:
+            towers = [m for m in self.modules() if isinstance(m, TaskTowers)]
+            found = frozenset(task for m in towers for task in m.read_through)
+            self.__dict__["_read_through"] = found
+        return set(found)
 
     def task_parameters(self, task: str) -> Iterator[nn.Parameter]:
         """Trainable parameters that only ``task``'s loss reaches (through its own computation)."""
