@@ -272,6 +272,24 @@ def test_freezing_a_parameter_after_a_step_is_seen_by_the_gated_mix_path() -> No
     assert "towers.towers.click.0.0.weight" in _representation_grads(model, "mgda", with_mix=True)
 
 
+@pytest.mark.parametrize("model_name", ["mmoe", "omoe", "dselect_k"])
+def test_frozen_gates_and_experts_with_the_gated_mix(model_name: str) -> None:
+    """The final backward of the mix path starts at Output.shared (with the direction) and at the gate weights
+    (with their plain gradient); with the gates frozen the weights need no gradient, and with the experts frozen
+    neither does Output.shared's own graph: the gradients stay those of the generic path."""
+    torch.manual_seed(0)
+    model = create_model(model_name, SCHEMA)
+    for frozen in ("gate", "experts"):
+        for pname, p in model.named_parameters():
+            p.requires_grad_(frozen not in pname)
+        via_mix = _representation_grads(model, "mgda", with_mix=True)
+        generic = _representation_grads(model, "mgda", with_mix=False)
+        assert via_mix.keys() == generic.keys()
+        assert not any(frozen in k for k in via_mix)
+        for pname, got in via_mix.items():
+            torch.testing.assert_close(got, generic[pname], atol=1e-6, rtol=1e-5, msg=pname)
+
+
 def test_representation_mode_reduces_the_gram_matrix_not_the_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     """Under DDP the rows of the representation Jacobian belong to each process's own batch: the engine hands the
     Gram matrix (T x T) to the all-reduce hook, never the per-row matrix."""

@@ -27,7 +27,9 @@ data declared on its class) and computes just that:
     are disjoint, so its slice t is d L_t / d inputs[:, t]) and an outer product with the gate weights, instead of
     T vector-Jacobian products through every tower (:func:`representation_jacobian`); when nothing behind the
     towers is also behind the mix, that backward also gives the towers' own gradients and the final backward
-    starts at the tower inputs (``inputs`` with d L / d inputs, ``Output.shared`` with ``d - sum_i g_i``).
+    starts at the mix itself (inputs = weights @ shared): ``Output.shared`` with d, and the gate weights with
+    their plain gradient (d L / d inputs) @ shared^T, so the mix's own backward and the ``- sum_i g_i`` are
+    never formed.
 
   Under DDP (hooks for the coming distributed trainer): in parameter mode every process holds the same shared
   parameters, so the per-task gradient matrix is averaged across processes before aggregation
@@ -344,8 +346,13 @@ def _aggregate(
             # the backward below starts at the tower inputs instead of going through the towers again
             assert mix is not None
             upstream = passed[0]
-            correction = aggregator.shifted(GatedJacobian(mix.weights, upstream), -1.0, _all_reduce_gram)
-            roots, grads = [mix.inputs, rep], [upstream, correction.reshape(rep.shape).to(rep.dtype)]
+            direction = aggregator.shifted(GatedJacobian(mix.weights, upstream), 0.0, _all_reduce_gram)
+            roots, grads = [rep], [direction.reshape(rep.shape).to(rep.dtype)]
+            if mix.weights.requires_grad:  # the gates' plain gradient through inputs = weights @ shared
+                b, _, e = mix.weights.shape
+                experts = rep.detach().reshape(b, e, -1)
+                roots.append(mix.weights)
+                grads.append(torch.bmm(upstream, experts.transpose(1, 2)).to(mix.weights.dtype))
         else:
             jacobian = representation_jacobian(losses, rep, name, mix, model)
             correction = aggregator.shifted(jacobian, -1.0, _all_reduce_gram)  # d - sum_i g_i

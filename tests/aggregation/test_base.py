@@ -66,6 +66,34 @@ def test_gated_jacobian_factors_equal_the_built_matrix(scale: float) -> None:
     torch.testing.assert_close(combined.double(), c @ dense.double(), rtol=1e-5, atol=1e-6)
 
 
+def test_gated_jacobian_redoes_in_float64_what_float32_cannot_hold() -> None:
+    """Squares of 1e-25 are exactly 0 in float32: a zero squared norm is not trusted, and a task whose gradient
+    is really zero (all its labels missing in the batch) stays zero."""
+    weights, upstream = _gated()
+    upstream[:, 0] *= 1e-25
+    upstream[:, 2] = 0.0
+    jacobian = GatedJacobian(weights, upstream)
+    dense = jacobian.dense().double()
+    exact = dense @ dense.T
+    gram = jacobian.gram()
+    assert float(gram[0, 0]) > 0.0
+    assert float(gram[2, 2]) == 0.0
+    torch.testing.assert_close(gram, exact, rtol=1e-6, atol=0.0)
+    torch.testing.assert_close(
+        GatedJacobian(weights, upstream).squared_norms(), exact.diagonal(), rtol=1e-6, atol=0.0
+    )
+    # unit-norm weights for the tiny task (1 / ||g_0|| ~ 1e25) and a coefficient beyond float32's range
+    for c in (
+        1.0 / gram.diagonal().clamp(min=1e-300).sqrt(),
+        torch.tensor([1e39, 1.0, 1.0], dtype=torch.float64),
+    ):
+        combined = jacobian.combine(c)
+        assert combined.dtype == torch.float32
+        expected = c @ dense
+        finite = torch.isfinite(expected.float())
+        torch.testing.assert_close(combined.double()[finite], expected[finite], rtol=1e-5, atol=1e-6)
+
+
 def test_gated_jacobian_rejects_mismatched_factors() -> None:
     with pytest.raises(ValueError, match=r"\[B, T, E\].*got \[6, 3, 4\] and \[6, 2, 5\]"):
         GatedJacobian(torch.ones(6, 3, 4), torch.ones(6, 2, 5))

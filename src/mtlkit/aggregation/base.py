@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import abc
 import inspect
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar, Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -83,8 +85,21 @@ def gram_matrix(jacobian: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return _row_products(rows).double() * scales[:, None] * scales[None, :], rows, scales
 
 
-#: Magnitudes of gradient entries whose pairwise products float32 holds without under- or overflow.
-MODERATE_LOW, MODERATE_HIGH = 1e-15, 1e15
+#: Largest |sum_t c_t g_t| entry bound for which a combination is formed in float32 (far from its 3.4e38).
+COMBINE_BOUND = 1e30
+
+
+def _exact_in_dtype(gram: Tensor, dtype: torch.dtype) -> bool:
+    """Whether a Gram matrix formed in ``dtype`` is exact to that precision: finite, and every diagonal entry
+    (a squared gradient norm) positive and far from under- and overflow. A zero diagonal entry is not trusted
+    (squares of entries below ~1e-23 are 0 in float32), so the caller recomputes in float64."""
+    info = torch.finfo(dtype)
+    low, high = info.tiny / info.eps, info.max * info.eps
+    values = gram.detach().tolist()  # T x T numbers: plain Python is cheaper than any tensor operation here
+    t = len(values)
+    return all(math.isfinite(x) for row in values for x in row) and all(
+        low <= values[i][i] <= high for i in range(t)
+    )
 
 
 class GatedJacobian:
@@ -94,6 +109,12 @@ class GatedJacobian:
     tower inputs [B, T, d]; see :class:`~mtlkit.models.base.GatedMix`). The Gram matrix and any combination
     sum_t c_t g_t are formed from the factors (O(B T^2 (E + d)) and one batched matmul) without building the
     T x B x E x d matrix; :meth:`dense` builds it for the methods that need coordinates.
+
+    Precision: products are formed in the factors' dtype and checked afterwards, with no pass over the factors
+    to find their range. The Gram matrix (and the squared norms) are recomputed in float64 when a squared norm
+    is zero or outside the range the dtype holds exactly; a combination is formed in the factors' dtype when its
+    entries are bounded well inside that dtype's range (by sum_t |c_t| ||g_t||, once the norms are known, or
+    because every |c_t| <= 1), else in float64.
     """
 
     def __init__(self, weights: Tensor, upstream: Tensor) -> None:
@@ -104,15 +125,9 @@ class GatedJacobian:
             )
         self.weights = weights.detach()
         self.upstream = upstream.detach()
-        self._moderate: bool | None = None
-
-    def _is_moderate(self) -> bool:
-        """Every upstream gradient entry is 0 or within [1e-15, 1e15] in magnitude (and finite): then products of
-        two of them, and of one with a coefficient up to 1e15, are exact enough in float32 (no under/overflow)."""
-        if self._moderate is None:
-            peak = float(self.upstream.abs().amax()) if self.upstream.numel() else 0.0
-            self._moderate = peak == 0.0 or (MODERATE_LOW <= peak <= MODERATE_HIGH)
-        return self._moderate
+        self._norms: list[float] | None = (
+            None  # ||g_t||^2, once a Gram matrix or the squared norms were formed
+        )
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -124,35 +139,73 @@ class GatedJacobian:
         return self.upstream.dtype
 
     def gram(self) -> Tensor:
-        """J J^T [T, T] in float64: sum_b (w_b w_b^T) * (u_b u_b^T), computed in the gradients' dtype when their
-        entries are moderate, else in float64 throughout (exact at any scale)."""
+        """J J^T [T, T] in float64: sum_b (w_b w_b^T) * (u_b u_b^T), formed in the gradients' dtype and redone in
+        float64 when that is not exact (see the class docstring)."""
         w, u = self.weights, self.upstream
-        if not self._is_moderate():
+        gram = (torch.bmm(w, w.transpose(1, 2)) * torch.bmm(u, u.transpose(1, 2))).sum(0)
+        if u.dtype != torch.float64 and not _exact_in_dtype(gram, u.dtype):
             w, u = w.double(), u.double()
-        return (torch.bmm(w, w.transpose(1, 2)) * torch.bmm(u, u.transpose(1, 2))).sum(0).double()
+            gram = (torch.bmm(w, w.transpose(1, 2)) * torch.bmm(u, u.transpose(1, 2))).sum(0)
+        gram = gram.double()
+        self._norms = gram.diagonal().tolist()
+        return gram
 
     def squared_norms(self) -> Tensor:
         """||g_t||^2 [T] in float64 (the Gram matrix's diagonal): sum_b ||w_bt||^2 ||u_bt||^2."""
         w, u = self.weights, self.upstream
-        if not self._is_moderate():
+        norms = ((w * w).sum(-1) * (u * u).sum(-1)).sum(0)
+        if u.dtype != torch.float64 and not _exact_in_dtype(torch.diag(norms), u.dtype):
             w, u = w.double(), u.double()
-        return ((w * w).sum(-1) * (u * u).sum(-1)).sum(0).double()
+            norms = ((w * w).sum(-1) * (u * u).sum(-1)).sum(0)
+        norms = norms.double()
+        self._norms = norms.tolist()
+        return norms
 
     def combine(self, coefficients: Tensor) -> Tensor:
-        """sum_t c_t g_t [B*E*d] in the gradients' dtype: one batched matmul [B, E, T] x [B, T, d]."""
-        c = coefficients.to(device=self.upstream.device, dtype=torch.float64)
-        peak = float(c.abs().max()) if c.numel() else 0.0
-        if self._is_moderate() and peak <= MODERATE_HIGH:
-            scaled = self.upstream * c.to(self.upstream.dtype)[None, :, None]
+        """sum_t c_t g_t [B*E*d] in the gradients' dtype: one batched matmul [B, E, T] x [B, T, d], with the
+        coefficients folded into the smaller factor."""
+        c = coefficients.detach().to(device="cpu", dtype=torch.float64).tolist()
+        if self._norms is not None:
+            bound = sum(abs(ci) * math.sqrt(max(n, 0.0)) for ci, n in zip(c, self._norms, strict=True))
+            low = all(abs(ci) <= COMBINE_BOUND for ci in c)
+            in_dtype = math.isfinite(bound) and bound <= COMBINE_BOUND and low
         else:
-            scaled = (self.upstream.double() * c[None, :, None]).to(self.upstream.dtype)
-        return torch.bmm(self.weights.transpose(1, 2).to(scaled.dtype), scaled).reshape(-1)
+            in_dtype = all(abs(ci) <= 1.0 for ci in c)
+        w, u = self.weights, self.upstream
+        dtype = u.dtype if in_dtype else torch.float64
+        scale = torch.tensor(c, dtype=dtype, device=u.device)[None, :, None]
+        w, u = w.to(dtype), u.to(dtype)
+        if w.shape[2] <= u.shape[2]:
+            w = w * scale
+        else:
+            u = u * scale
+        return torch.bmm(w.transpose(1, 2), u).reshape(-1).to(self.upstream.dtype)
 
     def dense(self) -> Tensor:
         """The matrix itself, [T, B*E*d]."""
         t = self.weights.shape[1]
         gate = self.weights.transpose(0, 1).unsqueeze(-1)  # [T, B, E, 1]
         return (gate * self.upstream.transpose(0, 1).unsqueeze(2)).reshape(t, -1)
+
+
+def solver_array(matrix: Tensor) -> np.ndarray:
+    """A float64 numpy copy of a small tensor (a Gram matrix [T, T], losses [T]): the per-step solves run there,
+    where each operation on T numbers costs about a microsecond instead of torch's several."""
+    return np.array(
+        matrix.detach().to(device="cpu", dtype=torch.float64).numpy(), dtype=np.float64, copy=True
+    )
+
+
+def weights_tensor(weights: np.ndarray, like: Tensor) -> Tensor:
+    """Task weights computed in numpy as a tensor with ``like``'s device and dtype (the Gram matrix's: float64
+    from the engine)."""
+    return torch.from_numpy(np.ascontiguousarray(weights, dtype=np.float64)).to(
+        device=like.device, dtype=like.dtype
+    )
+
+
+def _shift(weights: Tensor, shift: float) -> Tensor:
+    return weights + shift if shift else weights
 
 
 def _identity(gram: Tensor) -> Tensor:
@@ -231,16 +284,16 @@ class GradientAggregator(nn.Module, abc.ABC):
             hook = gram_hook if gram_hook is not None else _identity
             t = jacobian.shape[0]
             if self.gram_entries == "none":
-                weights = self.weights(torch.zeros(t, t, dtype=torch.float64)) + shift
+                weights = _shift(self.weights(torch.zeros(t, t, dtype=torch.float64)), shift)
                 if isinstance(jacobian, GatedJacobian):
                     return jacobian.combine(weights)
                 return combine(weights, jacobian.detach(), torch.ones(t, dtype=torch.float64))
             if isinstance(jacobian, GatedJacobian):
                 diagonal = self.gram_entries == "diagonal"
                 gram = torch.diag(jacobian.squared_norms()) if diagonal else jacobian.gram()
-                return jacobian.combine(self.weights(hook(gram)) + shift)
+                return jacobian.combine(_shift(self.weights(hook(gram)), shift))
             gram, rows, scales = gram_matrix(jacobian)
-            return combine(self.weights(hook(gram)) + shift, rows, scales)
+            return combine(_shift(self.weights(hook(gram)), shift), rows, scales)
         dense = jacobian.dense() if isinstance(jacobian, GatedJacobian) else jacobian
         direction = self(dense)
         return direction + shift * dense.sum(0) if shift else direction

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mtlkit.aggregation.base import GradientAggregator, Mode
+from mtlkit.aggregation.base import GradientAggregator, Mode, solver_array, weights_tensor
 from mtlkit.schema import Schema
 
 RESCALES = (0, 1, 2)
@@ -68,8 +68,12 @@ def cagrad_solve(gram: Tensor, c: float) -> Tensor:
     The iterations run on a numpy copy of the [T, T] matrix: each is a few operations on T numbers, where torch's
     per-call overhead would dominate.
     """
-    t = gram.shape[0]
-    g = gram.detach().to(device="cpu", dtype=torch.float64).numpy()
+    return torch.from_numpy(cagrad_array(solver_array(gram), c))
+
+
+def cagrad_array(g: np.ndarray, c: float) -> np.ndarray:
+    """:func:`cagrad_solve` on a float64 numpy Gram matrix."""
+    t = g.shape[0]
     top = float(np.diagonal(g).max())
     if top > 0.0 and math.isfinite(top):
         g = g / top
@@ -97,7 +101,7 @@ def cagrad_solve(gram: Tensor, c: float) -> Tensor:
             break
         w, fw = cand, fc
         step *= 2.0
-    return torch.from_numpy(w)
+    return w
 
 
 class CAGrad(GradientAggregator):
@@ -131,16 +135,16 @@ class CAGrad(GradientAggregator):
 
     def weights(self, gram: Tensor) -> Tensor:
         t = gram.shape[0]
-        weights = torch.full((t,), 1.0 / t, dtype=torch.float64)
+        weights = np.full(t, 1.0 / t)
         if self.c > 0.0 and t > 0:
-            g = gram.detach().to(device="cpu", dtype=torch.float64)
-            top = float(g.diagonal().max())
+            g = solver_array(gram)
+            top = float(np.diagonal(g).max())
             if top > 0.0 and math.isfinite(top):
                 g = g / top
-            w = cagrad_solve(g, self.c)
+            w = cagrad_array(g, self.c)
             k = self.c * math.sqrt(max(float(weights @ g @ weights), 0.0))
             norm = math.sqrt(max(float(w @ g @ w), 0.0))
             if norm > _ZERO_NORM:
                 weights = weights + (k / norm) * w
         divisor = (1.0, 1.0 + self.c**2, 1.0 + self.c)[self.rescale]
-        return (weights / divisor).to(device=gram.device, dtype=gram.dtype)
+        return weights_tensor(weights / divisor, gram)

@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from mtlkit.aggregation.base import GradientAggregator, Mode
+from mtlkit.aggregation.base import GradientAggregator, Mode, solver_array, weights_tensor
 from mtlkit.schema import Schema
 from mtlkit.seeding import OwnsGenerator
 
@@ -47,11 +48,11 @@ def gradvac_coefficients(gram: Tensor, targets: Tensor, orders: list[list[int]],
         orders: ``orders[i]`` lists the other tasks in the order task i visits them (entries equal to i skipped).
         beta: the EMA rate.
     """
-    g = gram.detach().to(device="cpu", dtype=torch.float64)
-    phi_hat = targets.detach().to(device="cpu", dtype=torch.float64)
+    g = solver_array(gram)
+    phi_hat = solver_array(targets)
     t = g.shape[0]
-    coef = torch.eye(t, dtype=torch.float64)
-    sq_norms = g.diagonal().tolist()
+    coef = np.eye(t)
+    sq_norms = np.diagonal(g).tolist()
     for i in range(t):
         row = coef[i]
         for j in orders[i]:
@@ -68,8 +69,8 @@ def gradvac_coefficients(gram: Tensor, targets: Tensor, orders: list[list[int]],
                 sin_phi = math.sqrt(max(1.0 - phi * phi, 0.0))
                 row[j] += norm_i * (target * sin_phi - phi * sin_target) / (norm_j * sin_target)
             phi_hat[i, j] = (1.0 - beta) * target + beta * phi
-    targets.copy_(phi_hat.to(device=targets.device, dtype=targets.dtype))
-    return coef
+    targets.copy_(torch.from_numpy(phi_hat).to(device=targets.device, dtype=targets.dtype))
+    return torch.from_numpy(coef)
 
 
 class GradVac(OwnsGenerator, GradientAggregator):
@@ -122,7 +123,9 @@ class GradVac(OwnsGenerator, GradientAggregator):
             raise ValueError(
                 f"GradVac was built for {self.targets.shape[0]} tasks, got a {t}x{t} Gram matrix"
             )
-        top = float(gram.detach().diagonal().max()) if t else 0.0
-        g = gram / top if top > 0.0 and math.isfinite(top) else gram
-        coef = gradvac_coefficients(g, self.targets, self.draw_orders(t), self.beta)
-        return coef.sum(0).to(device=gram.device, dtype=gram.dtype)
+        g = solver_array(gram)
+        top = float(np.diagonal(g).max()) if t else 0.0
+        if top > 0.0 and math.isfinite(top):
+            g = g / top
+        coef = gradvac_coefficients(torch.from_numpy(g), self.targets, self.draw_orders(t), self.beta)
+        return weights_tensor(coef.sum(0).numpy(), gram)

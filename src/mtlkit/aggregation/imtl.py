@@ -12,7 +12,7 @@ up to one scale), d.u_j = lambda for every j and sum alpha = 1 read
     [ m / n^T    0 ] [ lambda ] = [ m / max n ],     m = min_j n_j (the last row scaled to entries <= 1),
 
 one (T+1) x (T+1) system whose unknowns and entries are free of the gradients' scale. Where the paper's D U^T is
-invertible the solution is the paper's alpha. The system is solved with ``torch.linalg.solve``; when it is
+invertible the solution is the paper's alpha. The system is solved with ``numpy.linalg.solve``; when it is
 singular (numerically: smallest singular value <= sqrt(eps) of the input dtype times the largest, e.g. identical
 gradients) the minimum-norm least-squares solution (pseudo-inverse) is used instead, which for identical
 gradients gives equal weights. A zero gradient gets alpha_i = 0 and no equation. When the constraint cannot be met
@@ -26,42 +26,46 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from mtlkit.aggregation.base import GradientAggregator, Mode
-from mtlkit.aggregation.mgda import solver_copy
+from mtlkit.aggregation.base import GradientAggregator, Mode, solver_array, weights_tensor
 from mtlkit.schema import Schema
 
 
-def imtl_weights(cosine: Tensor, norms: Tensor, rtol: float) -> Tensor:
-    """alpha [T] from the cosine matrix [T, T] and the gradient norms [T] (float64, CPU; see module docstring)."""
+def imtl_weights(cosine: np.ndarray, norms: np.ndarray, rtol: float) -> np.ndarray:
+    """alpha [T] from the cosine matrix [T, T] and the gradient norms [T] (float64 numpy; see module docstring)."""
     t = norms.shape[0]
-    live = torch.isfinite(norms) & (norms > 0)
-    if not bool(live.any()):
-        return norms.new_zeros(t)
+    live = np.isfinite(norms) & (norms > 0)
+    if not live.any():
+        return np.zeros(t)
     top = norms[live].max()
-    rel = torch.where(live, norms / top, torch.ones_like(norms))  # in (0, 1] for live tasks
-    inv = torch.where(live, 1.0 / rel, torch.zeros_like(rel))
+    rel = np.where(live, norms / top, 1.0)  # in (0, 1] for live tasks
+    inv = np.where(live, 1.0 / rel, 0.0)
     both = live[:, None] & live[None, :]
-    c = torch.where(both, cosine.clamp(-1.0, 1.0), torch.zeros_like(cosine))
-    c = c + torch.diag((~live).to(c.dtype))  # a dead task: beta_i = 0, and no equal-projection condition
-    c.diagonal().copy_(torch.ones(t, dtype=c.dtype))  # unit vectors; exact 1 despite rounding
-    system = c.new_zeros(t + 1, t + 1)
+    c = np.where(both, np.clip(cosine, -1.0, 1.0), 0.0)
+    np.fill_diagonal(c, 1.0)  # unit vectors, exact 1 despite rounding; a dead task: beta_i = 0, no condition
+    system = np.zeros((t + 1, t + 1))
     system[:t, :t] = c
-    system[:t, t] = torch.where(live, -1.0, 0.0).to(c.dtype)
+    system[:t, t] = np.where(live, -1.0, 0.0)
     scale = inv.max()
     system[t, :t] = inv / scale
-    rhs = c.new_zeros(t + 1)
+    rhs = np.zeros(t + 1)
     rhs[t] = 1.0 / scale
-    solution, info = torch.linalg.solve_ex(system, rhs)
-    singular = torch.linalg.svdvals(system)
-    if int(info) != 0 or bool(singular[-1] <= rtol * singular[0]) or not bool(torch.isfinite(solution).all()):
-        solution = torch.linalg.pinv(system, rtol=rtol) @ rhs
-    alpha = torch.where(live, solution[:t] * inv, torch.zeros_like(inv))
+    singular = np.linalg.svd(system, compute_uv=False)
+    solution = None
+    if singular[-1] > rtol * singular[0]:
+        try:
+            solution = np.linalg.solve(system, rhs)
+        except np.linalg.LinAlgError:
+            solution = None
+    if solution is None or not np.isfinite(solution).all():
+        solution = np.linalg.pinv(system, rcond=rtol) @ rhs
+    alpha = np.where(live, solution[:t] * inv, 0.0)
     total = alpha.sum()
-    if not bool(torch.isfinite(alpha).all()) or bool(total.abs() <= rtol * alpha.abs().sum()):
-        return torch.zeros_like(alpha)
+    if not np.isfinite(alpha).all() or abs(total) <= rtol * np.abs(alpha).sum():
+        return np.zeros_like(alpha)
     return alpha / total  # sum exactly 1 (a no-op up to rounding when the system was solved exactly)
 
 
@@ -79,14 +83,14 @@ class IMTL(GradientAggregator):
         super().__init__(schema, mode)
 
     def weights(self, gram: Tensor) -> Tensor:
-        g = solver_copy(gram)
-        norms = g.diagonal().clamp(min=0).sqrt()
-        inv = torch.where(norms > 0, 1.0 / torch.where(norms > 0, norms, torch.ones_like(norms)), 0.0)
+        g = solver_array(gram)
+        norms = np.sqrt(np.clip(np.diagonal(g), 0.0, None))
+        inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
         cosine = g * inv[:, None] * inv[None, :]
         # the Gram matrix is float64 but, for float32 gradients, only float32-accurate: singularity is judged at
         # that precision
         rtol = math.sqrt(max(torch.finfo(torch.float32).eps, torch.finfo(gram.dtype).eps))
-        return imtl_weights(cosine, norms, rtol).to(device=gram.device, dtype=gram.dtype)
+        return weights_tensor(imtl_weights(cosine, norms, rtol), gram)
 
     def reset(self) -> None:
         """Stateless."""

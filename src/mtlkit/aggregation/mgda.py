@@ -6,7 +6,7 @@ The update is the min-norm point of the convex hull of the (normalised) task gra
 
 a direction along which no task's loss increases (d = 0 at a Pareto-stationary point). The problem only involves
 the Gram matrix: with f_i = 1 / n_i it is min alpha^T (f f^T * G) alpha over the simplex, solved in closed form
-for two tasks, gamma = clip(((g2 - g1).g2) / ||g1 - g2||^2, 0, 1) on g1, and by Frank-Wolfe beyond.
+for two tasks, gamma = clip(((g2 - g1).g2) / ||g1 - g2||^2, 0, 1) on g1, and by Frank-Wolfe beyond (started from the minimiser on the affine hull, see :func:`min_norm_weights`).
 
 Normalisations n_i (section 3.3 of the paper): ``none`` 1, ``l2`` ||g_i||, ``loss`` L_i, ``loss+`` L_i ||g_i||,
 with L_i the task losses received by ``observe_losses``. :meth:`MGDA.weights` returns alpha_i / n_i, the weights
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mtlkit.aggregation.base import GradientAggregator, Mode
+from mtlkit.aggregation.base import GradientAggregator, Mode, solver_array, weights_tensor
 from mtlkit.errors import MtlkitError
 from mtlkit.schema import Schema
 
@@ -48,35 +48,52 @@ def check_solver(max_iter: int, tol: float) -> None:
         raise ValueError(f"tol must be > 0, got {tol}")
 
 
-def solver_copy(gram: Tensor) -> Tensor:
-    """The [T, T] matrix as a float64 CPU tensor: the small solves run there, in double precision."""
-    return gram.detach().to(device="cpu", dtype=torch.float64)
-
-
 def min_norm_weights(gram: Tensor, max_iter: int = 250, tol: float = 1e-6) -> Tensor:
-    """argmin of alpha^T G alpha over the simplex, from the Gram matrix G [T, T] (float64, CPU).
+    """argmin of alpha^T G alpha over the simplex, from the Gram matrix G [T, T]: float64 alpha [T] on G's device.
 
     Two tasks: the closed form (1/2 each when the two gradients coincide). More: Frank-Wolfe in its pairwise
-    variant (Lacoste-Julien & Jaggi, NeurIPS 2015), started from equal weights: each step moves weight from the
-    worst vertex in use, argmax_s (G alpha)_s, to the best, argmin_t (G alpha)_t, with an exact line search. Plain
-    Frank-Wolfe zigzags (sublinear rate) when the optimum lies inside a face; the pairwise step converges
-    linearly. Stops when the duality gap certifies a relative suboptimality <= ``tol``:
-    2 (alpha^T G alpha - min_t (G alpha)_t) <= tol alpha^T G alpha, when the objective is zero to float64
-    precision relative to max_i G_ii (a Pareto-stationary point: d = 0), or after ``max_iter`` steps.
+    variant (Lacoste-Julien & Jaggi, NeurIPS 2015): each step moves weight from the worst vertex in use,
+    argmax_s (G alpha)_s, to the best, argmin_t (G alpha)_t, with an exact line search. Plain Frank-Wolfe
+    zigzags (sublinear rate) when the optimum lies inside a face; the pairwise step converges linearly. It
+    starts from the minimiser on the affine hull (G^-1 1 / 1^T G^-1 1, negative entries clipped, then
+    renormalised; equal weights when G is singular), which is the answer whenever it lies in the simplex
+    (nearly orthogonal gradients), so the first duality-gap check usually ends the search. Stops when the
+    duality gap certifies a relative suboptimality <= ``tol``: 2 (alpha^T G alpha - min_t (G alpha)_t) <= tol
+    alpha^T G alpha, when the objective is zero to float64 precision relative to max_i G_ii (a
+    Pareto-stationary point: d = 0), or after ``max_iter`` steps.
     """
-    t = gram.shape[0]
+    return weights_tensor(min_norm_array(solver_array(gram), max_iter, tol), gram)
+
+
+def _affine_start(g: np.ndarray) -> np.ndarray:
+    """Frank-Wolfe's starting point (see :func:`min_norm_weights`)."""
+    t = g.shape[0]
+    try:
+        x = np.linalg.solve(g, np.ones(t))
+    except np.linalg.LinAlgError:
+        return np.full(t, 1.0 / t)
+    x = np.clip(x, 0.0, None)
+    total = float(x.sum())
+    if not math.isfinite(total) or total <= 0.0:
+        return np.full(t, 1.0 / t)
+    return x / total
+
+
+def min_norm_array(g: np.ndarray, max_iter: int = 250, tol: float = 1e-6) -> np.ndarray:
+    """:func:`min_norm_weights` on a float64 numpy matrix (the loop's steps are a few operations on T numbers,
+    where torch's per-call overhead would dominate)."""
+    t = g.shape[0]
     if t == 1:
-        return gram.new_ones(1)
+        return np.ones(1)
     if t == 2:
-        g11, g12, g22 = gram[0, 0], gram[0, 1], gram[1, 1]
+        g11, g12, g22 = g[0, 0], g[0, 1], g[1, 1]
         curvature = g11 - 2 * g12 + g22  # ||g1 - g2||^2
-        gamma = ((g22 - g12) / curvature).clamp(0.0, 1.0) if curvature > 0 else gram.new_tensor(0.5)
-        return torch.stack([gamma, 1 - gamma])
-    # the loop runs on a numpy copy: each step is a handful of operations on T numbers, where torch's per-call
-    # overhead (microseconds) would dominate
-    g = gram.detach().cpu().numpy()
-    alpha = np.full(t, 1.0 / t)
+        gamma = float(np.clip((g22 - g12) / curvature, 0.0, 1.0)) if curvature > 0 else 0.5
+        return np.array([gamma, 1.0 - gamma])
     diag = np.diagonal(g)
+    if not np.isfinite(g).all():
+        return np.full(t, np.nan)
+    alpha = _affine_start(g)
     negligible = np.finfo(g.dtype).eps * diag.max()
     for _ in range(max_iter):
         g_alpha = g @ alpha
@@ -92,7 +109,7 @@ def min_norm_weights(gram: Tensor, max_iter: int = 250, tol: float = 1e-6) -> Te
         step = min((g_alpha[worst] - g_alpha[best]) / curvature, alpha[worst])
         alpha[best] += step
         alpha[worst] -= step
-    return torch.from_numpy(alpha).to(dtype=gram.dtype, device=gram.device)
+    return alpha
 
 
 class MGDA(GradientAggregator):
@@ -144,24 +161,23 @@ class MGDA(GradientAggregator):
     def reset(self) -> None:
         self.losses.fill_(math.nan)
 
-    def _inverse_norms(self, gram: Tensor) -> Tensor:
-        """f_i = 1 / n_i (0 where n_i = 0), float64 on the CPU like ``gram``."""
-        n = torch.ones_like(gram.diagonal())
+    def _inverse_norms(self, gram: np.ndarray) -> np.ndarray:
+        """f_i = 1 / n_i (0 where n_i = 0), float64 (numpy) like ``gram``."""
+        n = np.ones(gram.shape[0])
         if self.normalization in ("l2", "loss+"):
-            n = n * gram.diagonal().clamp(min=0).sqrt()
+            n = n * np.sqrt(np.clip(np.diagonal(gram), 0.0, None))
         if self.normalization in ("loss", "loss+"):
-            losses = solver_copy(self.losses)
-            if not bool(torch.isfinite(losses).all()) or bool((losses < 0).any()):
+            losses = solver_array(self.losses)
+            if not bool(np.isfinite(losses).all()) or bool((losses < 0).any()):
                 raise MtlkitError(
                     f"MGDA(normalization={self.normalization!r}) divides each gradient by its task loss and needs "
                     f"finite losses >= 0 from observe_losses() before each step, got {losses.tolist()}"
                 )
             n = n * losses
-        usable = n > torch.finfo(n.dtype).tiny
-        return torch.where(usable, 1.0 / torch.where(usable, n, torch.ones_like(n)), torch.zeros_like(n))
+        return np.divide(1.0, n, out=np.zeros_like(n), where=n > np.finfo(np.float64).tiny)
 
     def weights(self, gram: Tensor) -> Tensor:
-        g = solver_copy(gram)
+        g = solver_array(gram)
         f = self._inverse_norms(g)
-        alpha = min_norm_weights(g * f[:, None] * f[None, :], self.max_iter, self.tol)
-        return (alpha * f).to(device=gram.device, dtype=gram.dtype)
+        alpha = min_norm_array(g * f[:, None] * f[None, :], self.max_iter, self.tol)
+        return weights_tensor(alpha * f, gram)

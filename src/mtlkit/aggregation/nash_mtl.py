@@ -38,10 +38,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from mtlkit.aggregation.base import GradientAggregator, Mode
+from mtlkit.aggregation.base import GradientAggregator, Mode, solver_array
 from mtlkit.schema import Schema
 
 #: Ridge added to the normalised Gram matrix (max diagonal 1) so that alpha stays finite on degenerate input.
@@ -50,41 +51,44 @@ RIDGE = 1e-12
 FULL_STEP_DECREMENT = 0.25
 
 
-def _condition(gram: Tensor) -> tuple[Tensor, float]:
-    """(G / s made PSD plus a ridge, s = max diagonal) in float64 on the CPU; s = 0 for an all-zero G."""
-    g = gram.detach().to("cpu", torch.float64)
+def _condition(gram: Tensor) -> tuple[np.ndarray, float]:
+    """(G / s made PSD plus a ridge, s = max diagonal) in float64 (numpy); s = 0 for an all-zero G."""
+    g = solver_array(gram)
     g = (g + g.T) / 2
-    scale = float(g.diagonal().max()) if g.numel() else 0.0
+    scale = float(np.diagonal(g).max()) if g.size else 0.0
     if not math.isfinite(scale) or scale <= 0:
         return g, 0.0 if math.isfinite(scale) else scale
     g = g / scale
-    eigenvalues, vectors = torch.linalg.eigh(g)
-    g = (vectors * eigenvalues.clamp(min=0)) @ vectors.T
+    eigenvalues, vectors = np.linalg.eigh(g)
+    g = (vectors * np.clip(eigenvalues, 0.0, None)) @ vectors.T
     ridge = max(RIDGE, torch.finfo(gram.dtype).eps)
-    return g + ridge * torch.eye(len(g), dtype=g.dtype), scale
+    return g + ridge * np.eye(len(g)), scale
 
 
 def solve_nash(gram: Tensor, max_iter: int = 50, tol: float = 1e-8) -> Tensor:
-    """alpha > 0 with alpha_i (G alpha)_i = 1 for all i (float64, on the CPU); zeros for an all-zero G."""
+    """alpha > 0 with alpha_i (G alpha)_i = 1 for all i (float64, on the CPU); zeros for an all-zero G.
+
+    Damped Newton on phi(alpha) = alpha^T G alpha / 2 - sum_i log alpha_i, in numpy (each iteration is a few
+    operations on T numbers, where torch's per-call overhead would dominate)."""
     g, scale = _condition(gram)
     t = g.shape[0]
     if scale == 0.0:
         return torch.zeros(t, dtype=torch.float64)
     if not math.isfinite(scale):
         return torch.full((t,), float("nan"), dtype=torch.float64)
-    eye = torch.eye(t, dtype=torch.float64)
+    eye = np.eye(t)
 
-    def phi(a: Tensor) -> float:
-        return float(0.5 * a @ g @ a - torch.log(a).sum())
+    def phi(a: np.ndarray) -> float:
+        return float(0.5 * a @ g @ a - np.log(a).sum())
 
-    alpha = 1.0 / g.diagonal().sqrt()
+    alpha = 1.0 / np.sqrt(np.diagonal(g))
     alpha = alpha * math.sqrt(t / float(alpha @ g @ alpha))
     for _ in range(max_iter):
         residual = alpha * (g @ alpha) - 1.0
-        if float(residual.abs().max()) <= tol:
+        if float(np.abs(residual).max()) <= tol:
             break
         hessian = alpha[:, None] * g * alpha[None, :] + eye
-        y = torch.linalg.solve(hessian, -residual)
+        y = np.linalg.solve(hessian, -residual)
         slope = float(residual @ y)  # directional derivative of phi along alpha * y (< 0)
         decrement = math.sqrt(max(-slope, 0.0))
         if decrement < FULL_STEP_DECREMENT:
@@ -98,7 +102,7 @@ def solve_nash(gram: Tensor, max_iter: int = 50, tol: float = 1e-8) -> Tensor:
                 step *= 0.5
             step = max(step, damped)
         alpha = alpha * (1 + step * y)
-    return alpha / math.sqrt(scale)
+    return torch.from_numpy(alpha / math.sqrt(scale))
 
 
 class NashMTL(GradientAggregator):

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from mtlkit.aggregation.base import GradientAggregator, Mode
+from mtlkit.aggregation.base import GradientAggregator, Mode, solver_array, weights_tensor
 from mtlkit.schema import Schema
 from mtlkit.seeding import OwnsGenerator
 
@@ -39,10 +40,15 @@ def pcgrad_coefficients(gram: Tensor, orders: list[list[int]]) -> Tensor:
         orders: ``orders[i]`` lists the other tasks j in the order task i visits them (entries equal to i are
             skipped).
     """
-    g = gram.detach().to(device="cpu", dtype=torch.float64)
+    return torch.from_numpy(pcgrad_array(solver_array(gram), orders))
+
+
+def pcgrad_array(g: np.ndarray, orders: list[list[int]]) -> np.ndarray:
+    """:func:`pcgrad_coefficients` on a float64 numpy Gram matrix (T^2 steps of a few operations on T numbers,
+    where torch's per-call overhead would dominate)."""
     t = g.shape[0]
-    coef = torch.eye(t, dtype=torch.float64)
-    sq_norms = g.diagonal().tolist()
+    coef = np.eye(t)
+    sq_norms = np.diagonal(g).tolist()
     for i in range(t):
         row = coef[i]
         for j in orders[i]:
@@ -86,8 +92,9 @@ class PCGrad(OwnsGenerator, GradientAggregator):
         return orders
 
     def weights(self, gram: Tensor) -> Tensor:
-        t = gram.shape[0]
-        top = float(gram.detach().diagonal().max()) if t else 0.0
-        g = gram / top if top > 0.0 and math.isfinite(top) else gram
-        coef = pcgrad_coefficients(g, self.draw_orders(t))
-        return coef.sum(0).to(device=gram.device, dtype=gram.dtype)
+        g = solver_array(gram)
+        t = g.shape[0]
+        top = float(np.diagonal(g).max()) if t else 0.0
+        if top > 0.0 and math.isfinite(top):
+            g = g / top
+        return weights_tensor(pcgrad_array(g, self.draw_orders(t)).sum(0), gram)

@@ -28,11 +28,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import torch
+import numpy as np
 from torch import Tensor
 
-from mtlkit.aggregation.base import GradientAggregator, Mode
-from mtlkit.aggregation.mgda import check_solver, min_norm_weights, solver_copy
+from mtlkit.aggregation.base import GradientAggregator, Mode, solver_array, weights_tensor
+from mtlkit.aggregation.mgda import check_solver, min_norm_array
 from mtlkit.schema import Schema
 
 
@@ -85,13 +85,13 @@ class PELTR(GradientAggregator):
         self.tol = float(tol)
 
     def weights(self, gram: Tensor) -> Tensor:
-        g = solver_copy(gram)
-        c = torch.tensor(self.bounds, dtype=g.dtype) if self.bounds is not None else g.new_zeros(g.shape[0])
+        g = solver_array(gram)
+        c = np.array(self.bounds, dtype=np.float64) if self.bounds is not None else np.zeros(g.shape[0])
         r = 1.0 - c.sum()
         gc = g @ c
         shifted = (c @ gc) + r * (gc[:, None] + gc[None, :]) + r * r * g  # Gram of q + r g_i
-        v = min_norm_weights(shifted, self.max_iter, self.tol)
-        return (c + r * v).to(device=gram.device, dtype=gram.dtype)
+        v = min_norm_array(shifted, self.max_iter, self.tol)
+        return weights_tensor(c + r * v, gram)
 
     def reset(self) -> None:
         """Stateless."""

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import math
 
-import torch
+import numpy as np
 from torch import Tensor
 
-from mtlkit.aggregation.base import GradientAggregator, Mode
+from mtlkit.aggregation.base import GradientAggregator, Mode, solver_array, weights_tensor
 from mtlkit.schema import Schema
 
 
@@ -44,10 +44,10 @@ class UnitGrad(GradientAggregator):
         self.eps = float(eps)
 
     def weights(self, gram: Tensor) -> Tensor:
-        norm = gram.diagonal().clamp(min=0).sqrt()
+        norm = np.sqrt(np.clip(np.diagonal(solver_array(gram)), 0.0, None))
         keep = (norm > self.eps) & (norm > 0)
         # 1 / sqrt of the smallest positive float is still finite (float32: 2.7e22), so no overflow here
-        return torch.where(keep, 1.0 / torch.where(keep, norm, torch.ones_like(norm)), torch.zeros_like(norm))
+        return weights_tensor(np.divide(1.0, norm, out=np.zeros_like(norm), where=keep), gram)
 
     def reset(self) -> None:
         """Stateless."""
