@@ -66,6 +66,20 @@ def test_gated_jacobian_factors_equal_the_built_matrix(scale: float) -> None:
     torch.testing.assert_close(combined.double(), c @ dense.double(), rtol=1e-5, atol=1e-6)
 
 
+def test_gram_matrix_does_not_trust_a_zero_squared_norm() -> None:
+    """Entries of 1e-25 square to exactly 0 in float32: the row is rescaled, not taken for a zero gradient; a
+    truly zero row stays zero."""
+    jacobian = torch.randn(3, 50, generator=torch.Generator().manual_seed(2))
+    jacobian[0] *= 1e-25
+    jacobian[2] = 0.0
+    exact = jacobian.double() @ jacobian.double().T
+    gram, rows, scales = gram_matrix(jacobian)
+    assert float(gram[0, 0]) > 0.0
+    assert float(gram[2, 2]) == 0.0
+    torch.testing.assert_close(gram, exact, rtol=1e-6, atol=0.0)
+    torch.testing.assert_close(combine(torch.ones(3, dtype=torch.float64), rows, scales), jacobian.sum(0))
+
+
 def test_gated_jacobian_redoes_in_float64_what_float32_cannot_hold() -> None:
     """Squares of 1e-25 are exactly 0 in float32: a zero squared norm is not trusted, and a task whose gradient
     is really zero (all its labels missing in the batch) stays zero."""

@@ -73,9 +73,10 @@ def gram_matrix(jacobian: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     products = _row_products(rows)
     diag = products.diagonal()
     low, high = info.tiny / info.eps, info.max * info.eps
-    fits = bool(torch.isfinite(products).all()) and bool(
-        ((diag == 0) | ((diag >= low) & (diag <= high))).all()
-    )
+    zero = diag == 0
+    fits = bool(torch.isfinite(products).all()) and bool((zero | ((diag >= low) & (diag <= high))).all())
+    if fits and bool(zero.any()):  # a zero squared norm is a zero row, or entries whose squares underflow
+        fits = not bool(rows[zero].any())
     if fits:
         return products.double(), rows, torch.ones(rows.shape[0], dtype=torch.float64, device=rows.device)
     peak = rows.abs().amax(dim=1)
