@@ -69,14 +69,10 @@ def gram_matrix(jacobian: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     rows = jacobian.detach()
     if not rows.is_contiguous():
         rows = rows.contiguous()
-    info = torch.finfo(rows.dtype)
     products = _row_products(rows)
-    diag = products.diagonal()
-    low, high = info.tiny / info.eps, info.max * info.eps
-    zero = diag == 0
-    fits = bool(torch.isfinite(products).all()) and bool((zero | ((diag >= low) & (diag <= high))).all())
-    if fits and bool(zero.any()):  # a zero squared norm is a zero row, or entries whose squares underflow
-        fits = not bool(rows[zero].any())
+    inexact = _inexact_rows(products, rows.dtype)
+    # a zero squared norm is a zero row, or entries whose squares underflow: one look at those rows tells
+    fits = inexact is not None and not (inexact and bool(rows[inexact].any()))
     if fits:
         return products.double(), rows, torch.ones(rows.shape[0], dtype=torch.float64, device=rows.device)
     peak = rows.abs().amax(dim=1)
@@ -90,17 +86,17 @@ def gram_matrix(jacobian: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 COMBINE_BOUND = 1e30
 
 
-def _exact_in_dtype(gram: Tensor, dtype: torch.dtype) -> bool:
-    """Whether a Gram matrix formed in ``dtype`` is exact to that precision: finite, and every diagonal entry
-    (a squared gradient norm) positive and far from under- and overflow. A zero diagonal entry is not trusted
-    (squares of entries below ~1e-23 are 0 in float32), so the caller recomputes in float64."""
+def _inexact_rows(gram: Tensor, dtype: torch.dtype) -> list[int] | None:
+    """How exact a Gram matrix formed in ``dtype`` is: None when an entry is not finite, else the tasks whose
+    squared norm is not far from under- and overflow in ``dtype`` (an empty list: exact to that precision).
+    Exactly-zero squared norms are among the returned tasks: a zero row, or entries whose squares underflow
+    (below ~1e-23 in float32); only the caller can tell which."""
     info = torch.finfo(dtype)
     low, high = info.tiny / info.eps, info.max * info.eps
     values = gram.detach().tolist()  # T x T numbers: plain Python is cheaper than any tensor operation here
-    t = len(values)
-    return all(math.isfinite(x) for row in values for x in row) and all(
-        low <= values[i][i] <= high for i in range(t)
-    )
+    if not all(math.isfinite(x) for row in values for x in row):
+        return None
+    return [i for i in range(len(values)) if not low <= values[i][i] <= high]
 
 
 class GatedJacobian:
@@ -126,9 +122,8 @@ class GatedJacobian:
             )
         self.weights = weights.detach()
         self.upstream = upstream.detach()
-        self._norms: list[float] | None = (
-            None  # ||g_t||^2, once a Gram matrix or the squared norms were formed
-        )
+        # ||g_t||^2, kept once a Gram matrix or the squared norms were formed: they bound a combination's entries
+        self._norms: list[float] | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -144,7 +139,7 @@ class GatedJacobian:
         float64 when that is not exact (see the class docstring)."""
         w, u = self.weights, self.upstream
         gram = (torch.bmm(w, w.transpose(1, 2)) * torch.bmm(u, u.transpose(1, 2))).sum(0)
-        if u.dtype != torch.float64 and not _exact_in_dtype(gram, u.dtype):
+        if u.dtype != torch.float64 and _inexact_rows(gram, u.dtype) != []:
             w, u = w.double(), u.double()
             gram = (torch.bmm(w, w.transpose(1, 2)) * torch.bmm(u, u.transpose(1, 2))).sum(0)
         gram = gram.double()
@@ -155,7 +150,7 @@ class GatedJacobian:
         """||g_t||^2 [T] in float64 (the Gram matrix's diagonal): sum_b ||w_bt||^2 ||u_bt||^2."""
         w, u = self.weights, self.upstream
         norms = ((w * w).sum(-1) * (u * u).sum(-1)).sum(0)
-        if u.dtype != torch.float64 and not _exact_in_dtype(torch.diag(norms), u.dtype):
+        if u.dtype != torch.float64 and _inexact_rows(torch.diag(norms), u.dtype) != []:
             w, u = w.double(), u.double()
             norms = ((w * w).sum(-1) * (u * u).sum(-1)).sum(0)
         norms = norms.double()
@@ -195,6 +190,14 @@ def solver_array(matrix: Tensor) -> np.ndarray:
     return np.array(
         matrix.detach().to(device="cpu", dtype=torch.float64).numpy(), dtype=np.float64, copy=True
     )
+
+
+def unit_diagonal(gram: np.ndarray) -> np.ndarray:
+    """G divided by its largest diagonal entry (the largest squared gradient norm becomes 1), unchanged when that
+    entry is 0 or not finite: solvers whose weights do not depend on a common scale run on it, away from under-
+    and overflow."""
+    top = float(np.diagonal(gram).max()) if gram.size else 0.0
+    return gram / top if top > 0.0 and math.isfinite(top) else gram
 
 
 def weights_tensor(weights: np.ndarray, like: Tensor) -> Tensor:

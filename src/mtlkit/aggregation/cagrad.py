@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mtlkit.aggregation.base import GradientAggregator, Mode, solver_array, weights_tensor
+from mtlkit.aggregation.base import GradientAggregator, Mode, solver_array, unit_diagonal, weights_tensor
 from mtlkit.schema import Schema
 
 RESCALES = (0, 1, 2)
@@ -74,9 +74,7 @@ def cagrad_solve(gram: Tensor, c: float) -> Tensor:
 def cagrad_array(g: np.ndarray, c: float) -> np.ndarray:
     """:func:`cagrad_solve` on a float64 numpy Gram matrix."""
     t = g.shape[0]
-    top = float(np.diagonal(g).max())
-    if top > 0.0 and math.isfinite(top):
-        g = g / top
+    g = unit_diagonal(g)
     mean = np.full(t, 1.0 / t)
     g_mean = g @ mean
     k = c * math.sqrt(max(float(mean @ g_mean), 0.0))  # sqrt(phi) on the normalised scale
@@ -137,10 +135,7 @@ class CAGrad(GradientAggregator):
         t = gram.shape[0]
         weights = np.full(t, 1.0 / t)
         if self.c > 0.0 and t > 0:
-            g = solver_array(gram)
-            top = float(np.diagonal(g).max())
-            if top > 0.0 and math.isfinite(top):
-                g = g / top
+            g = unit_diagonal(solver_array(gram))
             w = cagrad_array(g, self.c)
             k = self.c * math.sqrt(max(float(weights @ g @ weights), 0.0))
             norm = math.sqrt(max(float(w @ g @ w), 0.0))

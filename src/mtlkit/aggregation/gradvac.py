@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mtlkit.aggregation.base import GradientAggregator, Mode, solver_array, weights_tensor
+from mtlkit.aggregation.base import GradientAggregator, Mode, solver_array, unit_diagonal, weights_tensor
 from mtlkit.schema import Schema
 from mtlkit.seeding import OwnsGenerator
 
@@ -48,8 +48,14 @@ def gradvac_coefficients(gram: Tensor, targets: Tensor, orders: list[list[int]],
         orders: ``orders[i]`` lists the other tasks in the order task i visits them (entries equal to i skipped).
         beta: the EMA rate.
     """
-    g = solver_array(gram)
     phi_hat = solver_array(targets)
+    coef = gradvac_array(solver_array(gram), phi_hat, orders, beta)
+    targets.copy_(torch.from_numpy(phi_hat).to(device=targets.device, dtype=targets.dtype))
+    return torch.from_numpy(coef)
+
+
+def gradvac_array(g: np.ndarray, phi_hat: np.ndarray, orders: list[list[int]], beta: float) -> np.ndarray:
+    """:func:`gradvac_coefficients` on float64 numpy arrays (``phi_hat`` updated in place)."""
     t = g.shape[0]
     coef = np.eye(t)
     sq_norms = np.diagonal(g).tolist()
@@ -69,8 +75,7 @@ def gradvac_coefficients(gram: Tensor, targets: Tensor, orders: list[list[int]],
                 sin_phi = math.sqrt(max(1.0 - phi * phi, 0.0))
                 row[j] += norm_i * (target * sin_phi - phi * sin_target) / (norm_j * sin_target)
             phi_hat[i, j] = (1.0 - beta) * target + beta * phi
-    targets.copy_(torch.from_numpy(phi_hat).to(device=targets.device, dtype=targets.dtype))
-    return torch.from_numpy(coef)
+    return coef
 
 
 class GradVac(OwnsGenerator, GradientAggregator):
@@ -123,9 +128,7 @@ class GradVac(OwnsGenerator, GradientAggregator):
             raise ValueError(
                 f"GradVac was built for {self.targets.shape[0]} tasks, got a {t}x{t} Gram matrix"
             )
-        g = solver_array(gram)
-        top = float(np.diagonal(g).max()) if t else 0.0
-        if top > 0.0 and math.isfinite(top):
-            g = g / top
-        coef = gradvac_coefficients(torch.from_numpy(g), self.targets, self.draw_orders(t), self.beta)
-        return weights_tensor(coef.sum(0).numpy(), gram)
+        phi_hat = solver_array(self.targets)
+        coef = gradvac_array(unit_diagonal(solver_array(gram)), phi_hat, self.draw_orders(t), self.beta)
+        self.targets.copy_(torch.from_numpy(phi_hat).to(device=self.targets.device, dtype=self.targets.dtype))
+        return weights_tensor(coef.sum(0), gram)

@@ -21,13 +21,11 @@ task order, and with two tasks (a single other task, so no order to draw) the di
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import Tensor
 
-from mtlkit.aggregation.base import GradientAggregator, Mode, solver_array, weights_tensor
+from mtlkit.aggregation.base import GradientAggregator, Mode, solver_array, unit_diagonal, weights_tensor
 from mtlkit.schema import Schema
 from mtlkit.seeding import OwnsGenerator
 
@@ -92,9 +90,5 @@ class PCGrad(OwnsGenerator, GradientAggregator):
         return orders
 
     def weights(self, gram: Tensor) -> Tensor:
-        g = solver_array(gram)
-        t = g.shape[0]
-        top = float(np.diagonal(g).max()) if t else 0.0
-        if top > 0.0 and math.isfinite(top):
-            g = g / top
-        return weights_tensor(pcgrad_array(g, self.draw_orders(t)).sum(0), gram)
+        g = unit_diagonal(solver_array(gram))
+        return weights_tensor(pcgrad_array(g, self.draw_orders(g.shape[0])).sum(0), gram)
