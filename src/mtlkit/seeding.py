@@ -43,3 +43,10 @@ class OwnsGenerator:
                 f"got {type(state).__name__}"
             )
         self._generator.set_state(state.detach().cpu())
+
+    def visiting_orders(self, tasks: int) -> list[list[int]]:
+        """For each task i, the other tasks in a uniformly random order (PCGrad's and GradVac's surgery order):
+        row i of an argsort of uniform draws [T, T], with i left out. One draw per call (one generator call,
+        where T ``randperm`` calls cost T times the per-call overhead); advances the generator."""
+        ranks = torch.rand(tasks, tasks, generator=self._generator).argsort(dim=1).tolist()
+        return [[j for j in row if j != i] for i, row in enumerate(ranks)]

@@ -28,8 +28,9 @@ def reference(jacobian: torch.Tensor, orders: list[list[int]]) -> torch.Tensor:
 
 
 def _orders(seed: int, tasks: int) -> list[list[int]]:
-    gen = torch.Generator().manual_seed(seed)
-    return [[j for j in torch.randperm(tasks, generator=gen).tolist() if j != i] for i in range(tasks)]
+    """The documented rule: row i of an argsort of a [T, T] uniform draw from the seeded generator, without i."""
+    ranks = torch.rand(tasks, tasks, generator=torch.Generator().manual_seed(seed)).argsort(dim=1)
+    return [[j for j in row if j != i] for i, row in enumerate(ranks.tolist())]
 
 
 def test_two_conflicting_gradients_by_hand() -> None:

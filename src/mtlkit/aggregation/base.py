@@ -70,7 +70,7 @@ def gram_matrix(jacobian: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     if not rows.is_contiguous():
         rows = rows.contiguous()
     products = _row_products(rows)
-    inexact = _inexact_rows(products, rows.dtype)
+    inexact = _inexact_rows(products.tolist(), rows.dtype)
     # a zero squared norm is a zero row, or entries whose squares underflow: one look at those rows tells
     fits = inexact is not None and not (inexact and bool(rows[inexact].any()))
     if fits:
@@ -86,17 +86,24 @@ def gram_matrix(jacobian: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 COMBINE_BOUND = 1e30
 
 
-def _inexact_rows(gram: Tensor, dtype: torch.dtype) -> list[int] | None:
-    """How exact a Gram matrix formed in ``dtype`` is: None when an entry is not finite, else the tasks whose
-    squared norm is not far from under- and overflow in ``dtype`` (an empty list: exact to that precision).
-    Exactly-zero squared norms are among the returned tasks: a zero row, or entries whose squares underflow
-    (below ~1e-23 in float32); only the caller can tell which."""
-    info = torch.finfo(dtype)
-    low, high = info.tiny / info.eps, info.max * info.eps
-    values = gram.detach().tolist()  # T x T numbers: plain Python is cheaper than any tensor operation here
+def _inexact_rows(values: list[list[float]], dtype: torch.dtype) -> list[int] | None:
+    """How exact a Gram matrix formed in ``dtype`` is (given as ``tolist()``: T x T numbers, where plain Python
+    is cheaper than any tensor operation): None when an entry is not finite, else the tasks whose squared norm
+    is not far from under- and overflow in ``dtype`` (an empty list: exact to that precision). Exactly-zero
+    squared norms are among the returned tasks: a zero row, or entries whose squares underflow (below ~1e-23 in
+    float32); only the caller can tell which."""
     if not all(math.isfinite(x) for row in values for x in row):
         return None
-    return [i for i in range(len(values)) if not low <= values[i][i] <= high]
+    return _out_of_range([row[i] for i, row in enumerate(values)], dtype)
+
+
+def _out_of_range(squared_norms: list[float], dtype: torch.dtype) -> list[int] | None:
+    """:func:`_inexact_rows` for the squared norms alone (None when one is not finite)."""
+    info = torch.finfo(dtype)
+    low, high = info.tiny / info.eps, info.max * info.eps
+    if not all(math.isfinite(x) for x in squared_norms):
+        return None
+    return [i for i, x in enumerate(squared_norms) if not low <= x <= high]
 
 
 class GatedJacobian:
@@ -139,28 +146,31 @@ class GatedJacobian:
         float64 when that is not exact (see the class docstring)."""
         w, u = self.weights, self.upstream
         gram = (torch.bmm(w, w.transpose(1, 2)) * torch.bmm(u, u.transpose(1, 2))).sum(0)
-        if u.dtype != torch.float64 and _inexact_rows(gram, u.dtype) != []:
+        values = gram.tolist()
+        if u.dtype != torch.float64 and _inexact_rows(values, u.dtype) != []:
             w, u = w.double(), u.double()
             gram = (torch.bmm(w, w.transpose(1, 2)) * torch.bmm(u, u.transpose(1, 2))).sum(0)
-        gram = gram.double()
-        self._norms = gram.diagonal().tolist()
-        return gram
+            values = gram.tolist()
+        self._norms = [row[i] for i, row in enumerate(values)]
+        return gram.double()
 
     def squared_norms(self) -> Tensor:
         """||g_t||^2 [T] in float64 (the Gram matrix's diagonal): sum_b ||w_bt||^2 ||u_bt||^2."""
         w, u = self.weights, self.upstream
         norms = ((w * w).sum(-1) * (u * u).sum(-1)).sum(0)
-        if u.dtype != torch.float64 and _inexact_rows(torch.diag(norms), u.dtype) != []:
+        values = norms.tolist()
+        if u.dtype != torch.float64 and _out_of_range(values, u.dtype) != []:
             w, u = w.double(), u.double()
             norms = ((w * w).sum(-1) * (u * u).sum(-1)).sum(0)
-        norms = norms.double()
-        self._norms = norms.tolist()
-        return norms
+            values = norms.tolist()
+        self._norms = values
+        return norms.double()
 
     def combine(self, coefficients: Tensor) -> Tensor:
         """sum_t c_t g_t [B*E*d] in the gradients' dtype: one batched matmul [B, E, T] x [B, T, d], with the
         coefficients folded into the smaller factor."""
-        c = coefficients.detach().to(device="cpu", dtype=torch.float64).tolist()
+        coefficients = coefficients.detach()
+        c = coefficients.tolist()
         if self._norms is not None:
             bound = sum(abs(ci) * math.sqrt(max(n, 0.0)) for ci, n in zip(c, self._norms, strict=True))
             low = all(abs(ci) <= COMBINE_BOUND for ci in c)
@@ -169,13 +179,15 @@ class GatedJacobian:
             in_dtype = all(abs(ci) <= 1.0 for ci in c)
         w, u = self.weights, self.upstream
         dtype = u.dtype if in_dtype else torch.float64
-        scale = torch.tensor(c, dtype=dtype, device=u.device)[None, :, None]
-        w, u = w.to(dtype), u.to(dtype)
+        scale = coefficients.to(device=u.device, dtype=dtype).view(1, len(c), 1)
+        if dtype != u.dtype:
+            w, u = w.to(dtype), u.to(dtype)
         if w.shape[2] <= u.shape[2]:
             w = w * scale
         else:
             u = u * scale
-        return torch.bmm(w.transpose(1, 2), u).reshape(-1).to(self.upstream.dtype)
+        direction = torch.bmm(w.transpose(1, 2), u).view(-1)
+        return direction if dtype == self.upstream.dtype else direction.to(self.upstream.dtype)
 
     def dense(self) -> Tensor:
         """The matrix itself, [T, B*E*d]."""
@@ -187,9 +199,9 @@ class GatedJacobian:
 def solver_array(matrix: Tensor) -> np.ndarray:
     """A float64 numpy copy of a small tensor (a Gram matrix [T, T], losses [T]): the per-step solves run there,
     where each operation on T numbers costs about a microsecond instead of torch's several."""
-    return np.array(
-        matrix.detach().to(device="cpu", dtype=torch.float64).numpy(), dtype=np.float64, copy=True
-    )
+    if matrix.device.type != "cpu" or matrix.dtype != torch.float64:
+        matrix = matrix.detach().to(device="cpu", dtype=torch.float64)
+    return matrix.detach().numpy().copy()
 
 
 def unit_diagonal(gram: np.ndarray) -> np.ndarray:

@@ -113,13 +113,6 @@ class GradVac(OwnsGenerator, GradientAggregator):
         self.reseed()
 
     # ------------------------------------------------------------------------------------------ direction
-    def draw_orders(self, tasks: int) -> list[list[int]]:
-        """For each task i, the other tasks in the random order it visits them; advances the generator."""
-        orders = []
-        for i in range(tasks):
-            perm = torch.randperm(tasks, generator=self._generator).tolist()
-            orders.append([j for j in perm if j != i])
-        return orders
 
     def weights(self, gram: Tensor) -> Tensor:
         """Task weights C.sum(0) [T]; advances the generator and updates the targets."""
@@ -129,6 +122,6 @@ class GradVac(OwnsGenerator, GradientAggregator):
                 f"GradVac was built for {self.targets.shape[0]} tasks, got a {t}x{t} Gram matrix"
             )
         phi_hat = solver_array(self.targets)
-        coef = gradvac_array(unit_diagonal(solver_array(gram)), phi_hat, self.draw_orders(t), self.beta)
+        coef = gradvac_array(unit_diagonal(solver_array(gram)), phi_hat, self.visiting_orders(t), self.beta)
         self.targets.copy_(torch.from_numpy(phi_hat).to(device=self.targets.device, dtype=self.targets.dtype))
         return weights_tensor(coef.sum(0), gram)

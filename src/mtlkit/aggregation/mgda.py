@@ -119,7 +119,7 @@ class MGDA(GradientAggregator):
     docstring for n_i and the scale of the update).
 
     State: the last task losses from ``observe_losses`` (buffer ``losses``, NaN until seen), used by the
-    ``loss`` and ``loss+`` normalisations.
+    ``loss`` and ``loss+`` normalisations (the other normalisations check their shape and do not keep them).
 
     Args:
         mode: where the engine takes the per-task gradients (see :class:`GradientAggregator`).
@@ -155,8 +155,9 @@ class MGDA(GradientAggregator):
                 f"MGDA: expected one loss per task ({len(self.task_names)}: {list(self.task_names)}), "
                 f"got shape {list(losses.shape)}"
             )
-        with torch.no_grad():
-            self.losses.copy_(losses.detach())
+        if self.normalization in ("loss", "loss+"):  # the only normalisations that read them
+            with torch.no_grad():
+                self.losses.copy_(losses.detach())
 
     def reset(self) -> None:
         self.losses.fill_(math.nan)
@@ -178,6 +179,8 @@ class MGDA(GradientAggregator):
 
     def weights(self, gram: Tensor) -> Tensor:
         g = solver_array(gram)
+        if self.normalization == "none":
+            return weights_tensor(min_norm_array(g, self.max_iter, self.tol), gram)
         f = self._inverse_norms(g)
         alpha = min_norm_array(g * f[:, None] * f[None, :], self.max_iter, self.tol)
         return weights_tensor(alpha * f, gram)

@@ -81,14 +81,7 @@ class PCGrad(OwnsGenerator, GradientAggregator):
         self.reseed()
 
     # ------------------------------------------------------------------------------------------ direction
-    def draw_orders(self, tasks: int) -> list[list[int]]:
-        """For each task i, the other tasks in the random order it visits them; advances the generator."""
-        orders = []
-        for i in range(tasks):
-            perm = torch.randperm(tasks, generator=self._generator).tolist()
-            orders.append([j for j in perm if j != i])
-        return orders
 
     def weights(self, gram: Tensor) -> Tensor:
         g = unit_diagonal(solver_array(gram))
-        return weights_tensor(pcgrad_array(g, self.draw_orders(g.shape[0])).sum(0), gram)
+        return weights_tensor(pcgrad_array(g, self.visiting_orders(g.shape[0])).sum(0), gram)
