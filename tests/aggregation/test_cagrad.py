@@ -64,6 +64,46 @@ def test_direction_is_the_formula_and_stays_in_the_ball(seed: int) -> None:
     assert float((jac @ d).min()) * (1 + c**2) >= float((jac @ g0).min()) - 1e-9
 
 
+def _optimality_gap(gram: torch.Tensor, w: torch.Tensor, c: float) -> float:
+    """How far w is from the optimality conditions: with grad_i = a_i + k (G w)_i / ||g_w|| (a = G 1/T,
+    k = c ||g0||), the spread of grad over the support plus how far any task off it falls below its minimum."""
+    t = gram.shape[0]
+    a = gram.mean(1)
+    k = c * math.sqrt(float(gram.mean()))
+    gw = gram @ w
+    grad = a + k * gw / math.sqrt(float(w @ gw))
+    on = w > 1e-12
+    lam = float(grad[on].min())
+    spread = float(grad[on].max()) - lam
+    below = max(0.0, lam - float(grad[~on].min())) if bool((~on).any()) else 0.0
+    assert t == w.shape[0]
+    return spread + below
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_solution_meets_the_optimality_conditions(seed: int) -> None:
+    """3 to 6 tasks, some pairs in conflict: the solver's w* satisfies the convex problem's KKT conditions to
+    1e-9 (the closed-form finish on the support; projected gradient alone stops ~1e-6 away) and is no worse than
+    1,000 plain projected-gradient steps."""
+    gen = torch.Generator().manual_seed(seed)
+    t = 3 + seed % 4
+    jac = torch.randn(t, 8, generator=gen, dtype=torch.float64)
+    jac[1] -= 0.8 * jac[0]
+    gram = jac @ jac.T
+    gram = gram / gram.diagonal().max()
+    c = (0.2, 0.5, 1.0)[seed % 3]
+    w = cagrad_solve(gram, c)
+    assert float(w.sum()) == pytest.approx(1.0, abs=1e-12)
+    assert bool((w >= 0).all())
+    assert _optimality_gap(gram, w, c) <= 1e-9
+    reference = torch.full((t,), 1.0 / t, dtype=torch.float64)
+    for _ in range(1000):  # plain projected gradient with a small fixed step
+        gw = gram @ reference
+        grad = gram.mean(1) + c * math.sqrt(float(gram.mean())) * gw / math.sqrt(float(reference @ gw))
+        reference = project_to_simplex(reference - 0.05 * grad)
+    assert cagrad_objective(gram, w, c) <= cagrad_objective(gram, reference, c) + 1e-12
+
+
 def test_simplex_projection() -> None:
     torch.testing.assert_close(
         project_to_simplex(torch.tensor([0.2, 0.3, 0.5])), torch.tensor([0.2, 0.3, 0.5])

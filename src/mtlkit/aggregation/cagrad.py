@@ -8,9 +8,19 @@ maximises the worst task improvement min_i g_i . d. Its dual is a small problem 
 
 Everything is a Gram quantity (g_w . g0 = w^T G 1/T, ||g_w||^2 = w^T G w), so the task weights are
 1/T + sqrt(phi) / ||g_w*|| w*, divided by r. The problem is convex (a linear term plus a norm); it is solved on the
-Gram matrix, normalised to unit largest diagonal and in float64, by projected gradient descent on the simplex
-with a backtracking (Armijo) step, keeping the best iterate (at most 500 iterations, stopping when the iterate no
-longer moves). When ||g_w*|| vanishes (0 in the convex hull at the optimum) the correction term is dropped.
+Gram matrix, normalised to unit largest diagonal and in float64.
+
+By projected gradient descent on the simplex with a backtracking (Armijo) step, finished exactly: at the start
+and whenever the iterate's support S (its nonzero weights) changes, the stationary point on S is solved in closed
+form and returned if it is the optimum. With a = G 1/T and k = sqrt(phi), the optimality conditions on S,
+a_S + k G_SS w_S / ||g_w|| = lambda 1, sum w_S = 1 and ||g_w||^2 = w_S^T G_SS w_S, give, with p = G_SS^-1 1,
+q = G_SS^-1 a_S, A = 1.p, B = 1.q and C = a_S.q, the quadratic A lambda^2 - 2 B lambda + C - k^2 = 0, whose root
+with A lambda > B gives w_S = (lambda p - q) / sqrt(B^2 - A (C - k^2)); it is the optimum (the problem is convex)
+when w_S >= 0 and a_i + k (G w)_i / ||g_w|| >= lambda for every task off S. PGD identifies the support in a few
+steps (benchmark Gram matrices: a median of 6 projections and 3 closed-form solves, instead of ~20 projections to
+converge); without a certificate (a singular block, ||g_w*|| = 0) PGD runs on, keeping the best iterate, for at
+most 500 iterations, stopping when the iterate no longer moves. When ||g_w*|| vanishes (0 in the convex hull
+at the optimum) the correction term is dropped.
 
 ``rescale`` follows the official implementation (github.com/Cranial-XIX/CAGrad, ``cagrad(grads, alpha, rescale)``
 with alpha = c): r = 1 for ``rescale=0``, r = 1 + c^2 for ``rescale=1`` (the default there and here), r = 1 + c for
@@ -38,6 +48,8 @@ RESCALES = (0, 1, 2)
 _ITERATIONS = 500
 #: ||g_w|| below this (on the normalised Gram matrix) counts as zero: the correction term is dropped
 _ZERO_NORM = 1e-12
+#: tolerance of the active set's optimality checks (on the normalised Gram matrix)
+_KKT_TOL = 1e-10
 
 
 def _project(v: np.ndarray) -> np.ndarray:
@@ -71,6 +83,49 @@ def cagrad_solve(gram: Tensor, c: float) -> Tensor:
     return torch.from_numpy(cagrad_array(solver_array(gram), c))
 
 
+def _support_solution(
+    g: np.ndarray, a: np.ndarray, k: float, support: list[int]
+) -> tuple[np.ndarray, float] | None:
+    """The stationary point (w, lambda) of the problem restricted to ``support`` (see the module docstring), or
+    None when the Gram block is singular or the quadratic has no admissible root."""
+    block = g[np.ix_(support, support)]
+    rhs = np.stack([np.ones(len(support)), a[support]], axis=1)
+    try:
+        solved = np.linalg.solve(block, rhs)
+    except np.linalg.LinAlgError:
+        return None
+    p, q = solved[:, 0], solved[:, 1]
+    big_a, big_b, big_c = float(p.sum()), float(q.sum()), float(a[support] @ q)
+    discriminant = big_b * big_b - big_a * (big_c - k * k)
+    if not (big_a > 0.0 and discriminant > 0.0 and math.isfinite(discriminant)):
+        return None
+    root = math.sqrt(discriminant)
+    lam = (big_b + root) / big_a
+    w = np.zeros(g.shape[0])
+    w[support] = (lam * p - q) / root
+    return w, lam
+
+
+def _certified(g: np.ndarray, a: np.ndarray, k: float, support: list[int]) -> np.ndarray | None:
+    """The optimum, when the stationary point on ``support`` (see :func:`_support_solution`) satisfies the
+    optimality conditions (nonnegative on the support, a_i + k (G w)_i / ||g_w|| >= lambda off it); else None."""
+    found = _support_solution(g, a, k, support)
+    if found is None:
+        return None
+    w, lam = found
+    if bool((w < -_KKT_TOL).any()):
+        return None
+    w = np.maximum(w, 0.0)
+    gw = g @ w
+    norm = math.sqrt(max(float(w @ gw), 0.0))
+    if norm <= _ZERO_NORM:
+        return None
+    slack = a + (k / norm) * gw - lam
+    if float(slack.min()) < -_KKT_TOL * max(1.0, abs(lam)):
+        return None
+    return w / w.sum()
+
+
 def cagrad_array(g: np.ndarray, c: float) -> np.ndarray:
     """:func:`cagrad_solve` on a float64 numpy Gram matrix."""
     t = g.shape[0]
@@ -82,9 +137,21 @@ def cagrad_array(g: np.ndarray, c: float) -> np.ndarray:
     def value(w: np.ndarray) -> float:
         return float(w @ g_mean) + k * math.sqrt(max(float(w @ g @ w), 0.0))
 
+    tried: set[tuple[int, ...]] = set()
+
+    def finish(w: np.ndarray) -> np.ndarray | None:
+        support = tuple(np.flatnonzero(w).tolist())
+        if k <= 0.0 or support in tried:
+            return None
+        tried.add(support)
+        return _certified(g, g_mean, k, list(support))
+
     w, fw = mean, value(mean)
     step = 1.0
     for _ in range(_ITERATIONS):
+        exact = finish(w)
+        if exact is not None:
+            return exact
         gw = g @ w
         norm = math.sqrt(max(float(w @ gw), 0.0))
         grad = g_mean + (k / norm) * gw if norm > _ZERO_NORM else g_mean
