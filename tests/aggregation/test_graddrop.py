@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 import torch
 
@@ -29,13 +30,34 @@ def test_hand_case_with_fixed_draws() -> None:
     torch.testing.assert_close(graddrop_direction(jac, u, 1.0), jac.sum(0))
 
 
-def test_module_draws_from_its_own_generator() -> None:
+def test_module_draws_from_its_own_stream() -> None:
+    """U is the float32 stream of numpy's PCG64 seeded with ``seed``, one draw per coordinate and step."""
     jac = torch.randn(3, 50, generator=torch.Generator().manual_seed(0))
-    gen = torch.Generator().manual_seed(7)
+    stream = np.random.Generator(np.random.PCG64(7))
     method = GradDrop(SCHEMA3, seed=7)
     for _ in range(3):
-        expected = graddrop_direction(jac, torch.rand(50, generator=gen))
+        expected = graddrop_direction(jac, torch.from_numpy(stream.random(50, dtype=np.float32)))
         torch.testing.assert_close(method(jac), expected, rtol=0, atol=0)
+
+
+def test_direction_leaves_the_callers_tensors_alone() -> None:
+    jac = torch.randn(3, 40, generator=torch.Generator().manual_seed(6))
+    u = torch.rand(40, generator=torch.Generator().manual_seed(1))
+    jac_before, u_before = jac.clone(), u.clone()
+    first = graddrop_direction(jac, u)
+    assert torch.equal(jac, jac_before)
+    assert torch.equal(u, u_before)
+    torch.testing.assert_close(graddrop_direction(jac, u), first, rtol=0, atol=0)
+
+
+def test_state_from_another_generator_is_an_error_that_says_what_to_do() -> None:
+    method = GradDrop(SCHEMA2)
+    state = method.state_dict()
+    state["_extra_state"] = torch.Generator().manual_seed(0).get_state()  # an older checkpoint's torch state
+    with pytest.raises(
+        ValueError, match=r"uint8 tensor of 37 bytes .* got 5056 torch.uint8 values.*start the run"
+    ):
+        method.load_state_dict(state)
 
 
 def test_all_positive_gradients_pass_unchanged() -> None:

@@ -17,8 +17,9 @@ mode; ``parameter`` works too). It reduces per-example gradients over the batch 
 activations are batch-separated; mtlkit computes P on every coordinate of the flattened gradient (batch x width)
 as given, and does not use the paper's optional input-sign correction.
 
-Randomness: U comes from a ``torch.Generator`` owned by the module (seeded by ``seed``, drawn on the CPU, its state
-in ``state_dict`` as extra state; ``reset()`` reseeds it). The draw does not depend on the task order and P and
+Randomness: U comes from a numpy PCG64 stream owned by the module (seeded by ``seed``, float32 draws on the CPU
+into a buffer the module reuses, its state in ``state_dict`` as extra state; ``reset()`` reseeds it; see
+:class:`~mtlkit.seeding.OwnsUniformStream`). The draw does not depend on the task order and P and
 the masks are symmetric in the tasks, so permuting the tasks leaves the direction unchanged for the same draw:
 ``order_invariant`` is True.
 """
@@ -33,7 +34,7 @@ from torch import Tensor
 
 from mtlkit.aggregation.base import GatedJacobian, GradientAggregator, Mode
 from mtlkit.schema import Schema
-from mtlkit.seeding import OwnsGenerator
+from mtlkit.seeding import OwnsUniformStream
 
 
 def sign_purity(jacobian: Tensor) -> Tensor:
@@ -53,26 +54,45 @@ def direction_from_sums(positive: Tensor, negative: Tensor, uniform: Tensor, lea
     """GradDrop's direction [D] from sum_i max(g_i, 0) and sum_i min(g_i, 0) [D] and the draws U [D].
 
     The kept gradients sum to [P > U] sum_{g_i > 0} g_i + [P < U] sum_{g_i < 0} g_i, so these two sums over the
-    tasks are all the method needs from J (two passes over it, or none for a gated Jacobian in factors). With
+    tasks are all the method needs from J (a pass per task, or none for a gated Jacobian in factors). With
     m = sum_i |g_i| > 0, P > U is sum_i g_i > (2U - 1) m (likewise <); where m = 0 both sums are 0 and so is the
-    kept sum, whatever P. Written with few full-size temporaries (each costs page faults at D in the millions).
+    kept sum, whatever P.
+
+    The three inputs are scratch: they are overwritten (the result lives in ``positive``'s buffer), so that at D
+    in the millions the only new full-size buffers are one float and one bool (each fresh one costs page faults).
     """
     magnitude = positive - negative
-    threshold = uniform.to(device=positive.device, dtype=positive.dtype).mul(2.0).sub_(1.0).mul_(magnitude)
-    total = magnitude.add_(negative, alpha=2.0)  # = positive + negative, reusing the buffer
-    kept = positive * (total > threshold)
-    kept.addcmul_(negative, total < threshold)
+    threshold = uniform if uniform.dtype == positive.dtype else uniform.to(positive.dtype)
+    threshold = threshold.to(positive.device).mul_(2.0).sub_(1.0).mul_(magnitude)
+    total = torch.add(positive, negative, out=magnitude)
+    keep = torch.gt(total, threshold)
+    positive.mul_(keep)
+    negative.mul_(torch.lt(total, threshold, out=keep))
+    kept = positive.add_(negative)
     if leak == 0.0:
         return kept
     return kept.mul_(1.0 - leak).add_(total, alpha=leak)
 
 
+def sign_sums(jacobian: Tensor) -> tuple[Tensor, Tensor]:
+    """(sum_i max(g_i, 0), sum_i min(g_i, 0)) [D] from J [T, D], a task row at a time: no [T, D] temporary."""
+    rows = jacobian.unbind(0)
+    positive, negative = rows[0].clamp(min=0), rows[0].clamp(max=0)
+    if len(rows) > 1:
+        part = torch.empty_like(positive)
+        for row in rows[1:]:
+            positive.add_(torch.clamp(row, min=0, out=part))
+            negative.add_(torch.clamp(row, max=0, out=part))
+    return positive, negative
+
+
 def graddrop_direction(jacobian: Tensor, uniform: Tensor, leak: float = 0.0) -> Tensor:
-    """GradDrop's direction [D] from the task gradients [T, D] and the draws U [D] in [0, 1)."""
-    return direction_from_sums(jacobian.clamp(min=0).sum(0), jacobian.clamp(max=0).sum(0), uniform, leak)
+    """GradDrop's direction [D] from the task gradients [T, D] and the draws U [D] in [0, 1) (left unchanged)."""
+    positive, negative = sign_sums(jacobian)
+    return direction_from_sums(positive, negative, uniform.clone(), leak)
 
 
-class GradDrop(OwnsGenerator, GradientAggregator):
+class GradDrop(OwnsUniformStream, GradientAggregator):
     """GradDrop (Chen et al., NeurIPS 2020): P = 1/2 (1 + sum_i g_i / sum_i |g_i|) per coordinate, U ~ U[0, 1);
     d = sum_i (l + (1 - l) M_i) g_i with M_i = [P > U][g_i > 0] + [P < U][g_i < 0].
 
@@ -80,7 +100,7 @@ class GradDrop(OwnsGenerator, GradientAggregator):
         schema: the problem.
         mode: ``representation`` is the paper's setting; ``parameter`` (the default of every aggregator) works too.
         leak: fraction of each task gradient passed unmasked, in [0, 1] (0: pure GradDrop, 1: the plain sum).
-        seed: seeds the module's own generator of the draws U (an integer in [0, 2**64)).
+        seed: seeds the module's own stream of draws U (an integer in [0, 2**64)).
     """
 
     needs = frozenset({"jacobian"})
@@ -93,7 +113,7 @@ class GradDrop(OwnsGenerator, GradientAggregator):
         if not (math.isfinite(leak) and 0.0 <= leak <= 1.0):
             raise ValueError(f"leak must be in [0, 1], got {leak}")
         self.leak = float(leak)
-        self._init_generator(seed)
+        self._init_stream(seed)
 
     # ------------------------------------------------------------------------------------------ state
     def reset(self) -> None:
@@ -102,8 +122,8 @@ class GradDrop(OwnsGenerator, GradientAggregator):
 
     # ------------------------------------------------------------------------------------------ direction
     def forward(self, jacobian: Tensor) -> Tensor:
-        uniform = torch.rand(jacobian.shape[1], generator=self._generator)
-        return graddrop_direction(jacobian, uniform, self.leak)
+        positive, negative = sign_sums(jacobian)
+        return direction_from_sums(positive, negative, self.uniform(jacobian.shape[1]), self.leak)
 
     def shifted(
         self,
@@ -118,6 +138,9 @@ class GradDrop(OwnsGenerator, GradientAggregator):
         ones = torch.ones(jacobian.shape[0], dtype=torch.float64)
         positive = GatedJacobian(jacobian.weights, jacobian.upstream.clamp(min=0)).combine(ones)
         negative = GatedJacobian(jacobian.weights, jacobian.upstream.clamp(max=0)).combine(ones)
-        uniform = torch.rand(jacobian.shape[1], generator=self._generator)
-        direction = direction_from_sums(positive, negative, uniform, self.leak)
-        return direction + shift * (positive + negative) if shift else direction
+        if shift:
+            plain = positive + negative  # before direction_from_sums overwrites them
+            return direction_from_sums(positive, negative, self.uniform(jacobian.shape[1]), self.leak).add_(
+                plain, alpha=shift
+            )
+        return direction_from_sums(positive, negative, self.uniform(jacobian.shape[1]), self.leak)
