@@ -686,7 +686,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--methods", nargs="+", default=None, help="aggregators (default: all of list_aggregators())"
     )
-    p.add_argument("--repeats", type=int, default=9, help="interleaved rounds at the paper size")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=21,
+        help="interleaved rounds at the paper size (steps of a few ms: single rounds vary by ~10%%, so many)",
+    )
     p.add_argument(
         "--production-repeats", type=int, default=5, help="interleaved rounds at the production size"
     )
