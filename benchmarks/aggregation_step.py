@@ -34,7 +34,8 @@ is only the towers and gates).
 ``--system-site-packages`` that reuses this environment's torch; LibMTL is installed with ``--no-deps``): its
 EW, MGDA, PCGrad and CAGrad weightings (parameter mode, ``rep_grad=False``: one backward per task, as its
 ``Trainer`` does) on LibMTL's own ``MMoE`` architecture with equivalent experts / towers, in a subprocess of the
-same run (see ``LIBMTL_RUNNER``). LibMTL 1.1.5 has no Nash-MTL. Without ``--libmtl`` (or when LibMTL cannot be
+same run (see ``LIBMTL_RUNNER``). LibMTL 1.1.5 has no Nash-MTL, and its CAGrad hard-codes 3 tasks in two reshapes:
+the runner replaces that 3 by the task count at run time and labels those ratios "measured, patched". Without ``--libmtl`` (or when LibMTL cannot be
 installed / run) the LibMTL ratios quoted in the issue are shown, labelled as quoted.
 
 Writes a JSON result (``--json``) and the ``aggregation_step`` section of ``docs/benchmarks.md`` (unless
@@ -48,6 +49,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -98,6 +100,21 @@ SOLVER_METHODS = ("nash_mtl", "mgda", "pe_ltr")
 
 LIBMTL_VERSION = "1.1.5"
 LIBMTL_VENV = _common.REPO_ROOT / "benchmarks" / ".libmtl-venv"
+#: LibMTL 1.1.5's CAGrad objective reshapes to a hard-coded 3 tasks: (pattern, replacement) applied to its source
+#: at run time by the runner, so that it runs at any task count (see LIBMTL_RUNNER)
+LIBMTL_CAGRAD_RESHAPES = (
+    (r"reshape\(\s*1\s*,\s*3\s*\)", "reshape(1, -1)"),
+    (r"reshape\(\s*3\s*,\s*1\s*\)", "reshape(-1, 1)"),
+)
+
+
+def generalise_reshapes(source: str) -> str:
+    """``source`` with LIBMTL_CAGRAD_RESHAPES applied (what the runner does to LibMTL's CAGrad.backward)."""
+    for pattern, replacement in LIBMTL_CAGRAD_RESHAPES:
+        source = re.sub(pattern, replacement, source)
+    return source
+
+
 # LibMTL class per mtlkit method name (LibMTL 1.1.5 has no Nash-MTL)
 LIBMTL_METHODS = {"mgda": "MGDA", "pcgrad": "PCGrad", "cagrad": "CAGrad"}
 LIBMTL_KWARGS = {"EW": {}, "MGDA": {"mgda_gn": "none"}, "PCGrad": {}, "CAGrad": {"calpha": 0.5, "rescale": 1}}
@@ -276,6 +293,27 @@ import importlib
 MMoE = importlib.import_module("LibMTL.architecture.MMoE").MMoE
 weightings = {name: getattr(importlib.import_module("LibMTL.weighting." + name), name) for name in cfg["kwargs"]}
 
+# LibMTL 1.1.5's CAGrad.backward reshapes the weights to a hard-coded 3 tasks (reshape(1,3) and reshape(3,1) in
+# its objective), so it fails at 2 and 5 tasks. Replace those two 3s by the task count in the installed source at
+# run time (nothing else changes; the installed file is left alone) and say so in the output.
+patched = {}
+if "CAGrad" in weightings:
+    import inspect, re
+    cls = weightings["CAGrad"]
+    lines = inspect.getsource(cls.backward).splitlines(keepends=True)
+    indent = lines[0][: len(lines[0]) - len(lines[0].lstrip())]
+    # strip the method's own indentation (its commented-out lines start at column 0, so textwrap.dedent cannot)
+    source = "".join(line[len(indent):] if line.startswith(indent) else line for line in lines)
+    fixed = source
+    for pattern, replacement in cfg["cagrad_reshapes"]:
+        fixed = re.sub(pattern, replacement, fixed)
+    if fixed != source:
+        scope = {}
+        exec(compile(fixed, inspect.getsourcefile(cls), "exec"), vars(sys.modules[cls.__module__]), scope)
+        cls.backward = scope["backward"]
+        patched["CAGrad"] = ("the hard-coded 3-task reshapes in its objective, reshape(1,3) and reshape(3,1), "
+                             "replaced by reshape(1, -1) and reshape(-1, 1) at run time")
+
 
 def mlp(d_in, sizes, last=None):
     layers, width = [], d_in
@@ -359,7 +397,7 @@ for size in cfg["sizes"]:
                 runs[w].append((time.perf_counter() - start) / cfg["steps_per_round"])
         out[f"{size['name']}/{tasks}"] = runs
         print(f"libmtl {size['name']} T={tasks} done", file=sys.stderr, flush=True)
-print(json.dumps({"runs": out, "errors": errors}))
+print(json.dumps({"runs": out, "errors": errors, "patched": patched}))
 '''
 
 
@@ -423,6 +461,7 @@ def run_libmtl(args: argparse.Namespace) -> dict[str, Any]:
             "steps_per_round": args.steps_per_round,
             "threads": args.threads,
             "seed": args.seed,
+            "cagrad_reshapes": LIBMTL_CAGRAD_RESHAPES,
         }
         with tempfile.TemporaryDirectory() as tmp:
             runner = Path(tmp) / "libmtl_runner.py"
@@ -435,7 +474,7 @@ def run_libmtl(args: argparse.Namespace) -> dict[str, Any]:
                 check=True,
             )
         raw = json.loads(done.stdout.strip().splitlines()[-1])
-        runs_by_group, errors = raw["runs"], raw["errors"]
+        runs_by_group, errors, patched = raw["runs"], raw["errors"], raw.get("patched", {})
     except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
         stderr = getattr(exc, "stderr", None)
@@ -477,6 +516,7 @@ def run_libmtl(args: argparse.Namespace) -> dict[str, Any]:
         "kwargs": LIBMTL_KWARGS,
         "groups": groups,
         "errors": errors,
+        "patched": patched,
     }
 
 
@@ -487,7 +527,7 @@ def libmtl_reference(result: dict[str, Any], size: str, tasks: int, method: str)
     if lib.get("measured"):
         m = lib["groups"].get(f"{size}/{tasks}", {}).get("methods", {}).get(method)
         if m is not None and "ratio" in m:
-            return m["ratio"], "measured"
+            return m["ratio"], "measured, patched" if m["class"] in lib.get("patched", {}) else "measured"
     quoted = LIBMTL_QUOTED.get(method, {}).get(tasks)
     return (quoted, "quoted from the issue") if quoted is not None else (None, "none")
 
@@ -616,7 +656,7 @@ def docs_section(result: dict[str, Any]) -> str:
             r = g["modes"].get("representation", {}).get(m)
             ref, source = libmtl_reference(result, size, int(tasks), m)
             ref_text = (
-                "" if ref is None else f"{ref:.2f}x ({'measured' if source == 'measured' else 'quoted'})"
+                "" if ref is None else f"{ref:.2f}x ({'quoted' if source.startswith('quoted') else source})"
             )
             lines.append(
                 f"| `{m}` | {p['median_ms']:.2f} | {p['ratio']:.2f}x | {p['ratio'] / g['floor']:.2f} "
@@ -635,6 +675,8 @@ def docs_section(result: dict[str, Any]) -> str:
             "quoted ratio (labelled quoted: from the issue, not measured).",
             "",
         ]
+        for cls, how in lib.get("patched", {}).items():
+            lines += [f"LibMTL's {cls} is measured patched (labelled so): {how}.", ""]
         if lib.get("errors"):
             lines += [
                 "LibMTL runs that failed (not measured; the column and the target rows then use the issue's "

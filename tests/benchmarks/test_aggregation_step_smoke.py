@@ -75,3 +75,13 @@ def test_docs_section(bench: ModuleType, tmp_path: Path) -> None:
     assert text.count(bench.START_MARKER) == text.count(bench.END_MARKER) == 1
     assert "| `pcgrad` |" in text
     assert "quoted from the issue" in text
+
+
+def test_libmtl_cagrad_reshapes_are_generalised_and_nothing_else(bench: ModuleType) -> None:
+    """LibMTL 1.1.5's CAGrad reshapes to a hard-coded 3 tasks; the runner replaces exactly those reshapes (written
+    with or without a space) by -1, and leaves any other reshape alone."""
+    source = "v = x.reshape(1,3).dot(A).dot(b.reshape(3, 1)) + x.reshape(3,1).sum() + y.reshape(2, 3)"
+    assert bench.generalise_reshapes(source) == (
+        "v = x.reshape(1, -1).dot(A).dot(b.reshape(-1, 1)) + x.reshape(-1, 1).sum() + y.reshape(2, 3)"
+    )
+    assert bench.generalise_reshapes("w.reshape(13, 1)") == "w.reshape(13, 1)"
