@@ -179,13 +179,14 @@ class GatedJacobian:
             in_dtype = all(abs(ci) <= 1.0 for ci in c)
         w, u = self.weights, self.upstream
         dtype = u.dtype if in_dtype else torch.float64
-        scale = coefficients.to(device=u.device, dtype=dtype).view(1, len(c), 1)
         if dtype != u.dtype:
             w, u = w.to(dtype), u.to(dtype)
-        if w.shape[2] <= u.shape[2]:
-            w = w * scale
-        else:
-            u = u * scale
+        if any(ci != 1.0 for ci in c):  # the plain sum (GradDrop's sign sums) needs no scaling
+            scale = coefficients.to(device=u.device, dtype=dtype).view(1, len(c), 1)
+            if w.shape[2] <= u.shape[2]:
+                w = w * scale
+            else:
+                u = u * scale
         direction = torch.bmm(w.transpose(1, 2), u).view(-1)
         return direction if dtype == self.upstream.dtype else direction.to(self.upstream.dtype)
 

@@ -36,6 +36,10 @@ Normalization = Literal["none", "l2", "loss", "loss+"]
 NORMALIZATIONS = ("none", "l2", "loss", "loss+")
 
 
+#: float64 machine epsilon (the solvers run in float64)
+_EPS = float(np.finfo(np.float64).eps)
+
+
 def check_solver(max_iter: int, tol: float) -> None:
     """Validate the Frank-Wolfe settings shared by MGDA and PE-LTR."""
     if isinstance(max_iter, bool) or not isinstance(max_iter, int):
@@ -94,7 +98,7 @@ def min_norm_array(g: np.ndarray, max_iter: int = 250, tol: float = 1e-6) -> np.
     if not np.isfinite(g).all():
         return np.full(t, np.nan)
     alpha = _affine_start(g)
-    negligible = np.finfo(g.dtype).eps * diag.max()
+    negligible = _EPS * float(diag.max())
     for _ in range(max_iter):
         g_alpha = g @ alpha
         objective = alpha @ g_alpha

@@ -86,7 +86,9 @@ class PELTR(GradientAggregator):
 
     def weights(self, gram: Tensor) -> Tensor:
         g = solver_array(gram)
-        c = np.array(self.bounds, dtype=np.float64) if self.bounds is not None else np.zeros(g.shape[0])
+        if self.bounds is None:  # c = 0, r = 1: the problem is MGDA's on G itself
+            return weights_tensor(min_norm_array(g, self.max_iter, self.tol), gram)
+        c = np.array(self.bounds, dtype=np.float64)
         r = 1.0 - c.sum()
         gc = g @ c
         shifted = (c @ gc) + r * (gc[:, None] + gc[None, :]) + r * r * g  # Gram of q + r g_i
