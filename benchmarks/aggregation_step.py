@@ -735,7 +735,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="interleaved rounds at the paper size (steps of a few ms: single rounds vary by ~10%%, so many)",
     )
     p.add_argument(
-        "--production-repeats", type=int, default=5, help="interleaved rounds at the production size"
+        "--production-repeats", type=int, default=9, help="interleaved rounds at the production size"
     )
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per contender before the rounds")
     p.add_argument("--round-warmup", type=int, default=1, help="untimed steps before each contender's block")
