@@ -213,6 +213,22 @@ def unit_diagonal(gram: np.ndarray) -> np.ndarray:
     return gram / top if top > 0.0 and math.isfinite(top) else gram
 
 
+def psd_unit_diagonal(gram: Tensor, ridge: float) -> tuple[np.ndarray, float]:
+    """(G', s): G symmetrised and divided by s, its largest diagonal entry, with eigenvalues below 0 (rounding on
+    nearly dependent gradients) clipped and ``max(ridge, eps of G's dtype)`` added to the diagonal, so that every
+    system on G' and its principal blocks is solvable; float64 numpy. When s is 0 (an all-zero G) or not finite,
+    G' is G symmetrised, unscaled, and s says which (the callers' degenerate cases: Nash-MTL, UPGrad)."""
+    g = solver_array(gram)
+    g = (g + g.T) / 2
+    scale = float(np.diagonal(g).max()) if g.size else 0.0
+    if not math.isfinite(scale) or scale <= 0.0:
+        return g, scale if not math.isfinite(scale) else 0.0
+    g = g / scale
+    eigenvalues, vectors = np.linalg.eigh(g)
+    g = (vectors * np.clip(eigenvalues, 0.0, None)) @ vectors.T
+    return g + max(ridge, torch.finfo(gram.dtype).eps) * np.eye(len(g)), scale
+
+
 def weights_tensor(weights: np.ndarray, like: Tensor) -> Tensor:
     """Task weights computed in numpy as a tensor with ``like``'s device and dtype (the Gram matrix's: float64
     from the engine)."""

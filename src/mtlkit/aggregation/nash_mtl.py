@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mtlkit.aggregation.base import GradientAggregator, Mode, solver_array
+from mtlkit.aggregation.base import GradientAggregator, Mode, psd_unit_diagonal
 from mtlkit.schema import Schema
 
 #: Ridge added to the normalised Gram matrix (max diagonal 1) so that alpha stays finite on degenerate input.
@@ -51,26 +51,12 @@ RIDGE = 1e-12
 FULL_STEP_DECREMENT = 0.25
 
 
-def _condition(gram: Tensor) -> tuple[np.ndarray, float]:
-    """(G / s made PSD plus a ridge, s = max diagonal) in float64 (numpy); s = 0 for an all-zero G."""
-    g = solver_array(gram)
-    g = (g + g.T) / 2
-    scale = float(np.diagonal(g).max()) if g.size else 0.0
-    if not math.isfinite(scale) or scale <= 0:
-        return g, 0.0 if math.isfinite(scale) else scale
-    g = g / scale
-    eigenvalues, vectors = np.linalg.eigh(g)
-    g = (vectors * np.clip(eigenvalues, 0.0, None)) @ vectors.T
-    ridge = max(RIDGE, torch.finfo(gram.dtype).eps)
-    return g + ridge * np.eye(len(g)), scale
-
-
 def solve_nash(gram: Tensor, max_iter: int = 50, tol: float = 1e-8) -> Tensor:
     """alpha > 0 with alpha_i (G alpha)_i = 1 for all i (float64, on the CPU); zeros for an all-zero G.
 
     Damped Newton on phi(alpha) = alpha^T G alpha / 2 - sum_i log alpha_i, in numpy (each iteration is a few
     operations on T numbers, where torch's per-call overhead would dominate)."""
-    g, scale = _condition(gram)
+    g, scale = psd_unit_diagonal(gram, RIDGE)
     t = g.shape[0]
     if scale == 0.0:
         return torch.zeros(t, dtype=torch.float64)

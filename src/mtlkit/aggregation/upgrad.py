@@ -32,29 +32,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mtlkit.aggregation.base import GradientAggregator, Mode
+from mtlkit.aggregation.base import GradientAggregator, Mode, psd_unit_diagonal
 from mtlkit.schema import Schema
 
 #: Ridge added to the normalised Gram matrix (max diagonal 1) so that every free-set system is solvable.
 RIDGE = 1e-12
 #: A bound is optimal once the gradient of the QP there is >= -KKT_TOL (normalised units).
 KKT_TOL = 1e-12
-
-
-def _conditioned(gram: Tensor) -> np.ndarray | None:
-    """G / max diagonal, PSD plus a ridge, float64 (numpy); None for an all-zero G."""
-    g = gram.detach().to("cpu", torch.float64).numpy()
-    g = (g + g.T) / 2
-    scale = float(np.diagonal(g).max()) if g.size else 0.0
-    if math.isfinite(scale) and scale <= 0:
-        return None
-    g = g / scale
-    if not bool(np.isfinite(g).all()):
-        return np.full_like(g, np.nan)
-    eigenvalues, vectors = np.linalg.eigh(g)
-    g = (vectors * np.clip(eigenvalues, 0.0, None)) @ vectors.T
-    ridge = max(RIDGE, torch.finfo(gram.dtype).eps)
-    return g + ridge * np.eye(len(g))
 
 
 def project_weights(g: Tensor, i: int) -> Tensor:
@@ -117,10 +101,10 @@ class UPGrad(GradientAggregator):
     def weights(self, gram: Tensor) -> Tensor:
         """(1/T) sum_i w_i [T] (float64, on the Gram matrix's device); 1/T each when G = 0."""
         t = gram.shape[0]
-        g = _conditioned(gram)
-        if g is None:
+        g, scale = psd_unit_diagonal(gram, RIDGE)
+        if scale == 0.0:
             return torch.full((t,), 1.0 / t, dtype=torch.float64, device=gram.device)
-        if not bool(np.isfinite(g).all()):
+        if not math.isfinite(scale) or not bool(np.isfinite(g).all()):
             return torch.full((t,), float("nan"), dtype=torch.float64, device=gram.device)
         w = np.mean([_project_weights(g, i) for i in range(t)], axis=0)
         return torch.from_numpy(w).to(gram.device)
