@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from mtlkit.aggregation.base import GRAM_CHUNK, GatedJacobian, combine, gram_matrix
+from mtlkit.aggregation.base import (
+    GRAM_CHUNK,
+    SMALL_SYSTEM,
+    GatedJacobian,
+    combine,
+    gram_matrix,
+    solve_lists,
+)
 
 
 @pytest.mark.parametrize("width", [7, GRAM_CHUNK, 3 * GRAM_CHUNK + 5])
@@ -111,3 +119,22 @@ def test_gated_jacobian_redoes_in_float64_what_float32_cannot_hold() -> None:
 def test_gated_jacobian_rejects_mismatched_factors() -> None:
     with pytest.raises(ValueError, match=r"\[B, T, E\].*got \[6, 3, 4\] and \[6, 2, 5\]"):
         GatedJacobian(torch.ones(6, 3, 4), torch.ones(6, 2, 5))
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, SMALL_SYSTEM, SMALL_SYSTEM + 1, 12])
+def test_solve_lists_matches_numpy_on_both_sides_of_the_size_switch(n: int) -> None:
+    rng = np.random.default_rng(n)
+    a = rng.standard_normal((n, n)) + n * np.eye(n)
+    b = rng.standard_normal(n)
+    x = solve_lists(a.tolist(), b.tolist())
+    assert x is not None
+    np.testing.assert_allclose(x, np.linalg.solve(a, b), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [3, SMALL_SYSTEM + 2])
+def test_solve_lists_reports_an_exactly_singular_matrix(n: int) -> None:
+    a = np.ones((n, n))  # rank one
+    assert solve_lists(a.tolist(), [1.0] * n) is None
+    zero_pivot = np.eye(n)
+    zero_pivot[1, 1] = 0.0
+    assert solve_lists(zero_pivot.tolist(), [1.0] * n) is None

@@ -209,8 +209,54 @@ def unit_diagonal(gram: np.ndarray) -> np.ndarray:
     """G divided by its largest diagonal entry (the largest squared gradient norm becomes 1), unchanged when that
     entry is 0 or not finite: solvers whose weights do not depend on a common scale run on it, away from under-
     and overflow."""
-    top = float(np.diagonal(gram).max()) if gram.size else 0.0
+    top = max(np.diagonal(gram).tolist(), default=0.0)  # T numbers: plain Python
     return gram / top if top > 0.0 and math.isfinite(top) else gram
+
+
+def unit_diagonal_lists(gram: Tensor) -> list[list[float]]:
+    """:func:`unit_diagonal` of a [T, T] tensor as float64 Python lists. Solvers that are a few arithmetic steps
+    per pair of tasks (PCGrad's and GradVac's surgeries) run on these: inside a training step each distinct numpy
+    or torch call costs 20-40 us (its code is evicted by the step's kernels), more than their whole loop at T = 5
+    (docs/decisions.md)."""
+    values: list[list[float]] = gram.detach().to(torch.float64).tolist()
+    top = max((row[i] for i, row in enumerate(values)), default=0.0)
+    if top > 0.0 and math.isfinite(top):
+        return [[x / top for x in row] for row in values]
+    return values
+
+
+#: Largest system :func:`solve_lists` eliminates in plain Python (beyond it numpy's LAPACK call is cheaper).
+SMALL_SYSTEM = 6
+
+
+def solve_lists(a: list[list[float]], b: list[float]) -> list[float] | None:
+    """x with A x = b for a small square A given as lists; None when A is exactly singular (like numpy's
+    LinAlgError; a nearly singular A gives large or non-finite entries, for the caller to judge).
+
+    Up to ``SMALL_SYSTEM`` unknowns: Gaussian elimination with partial pivoting in plain Python (about 10 us for
+    T = 5, where the first ``numpy.linalg.solve`` of a training step costs ~60 us; 50 us alone at T = 8); beyond,
+    numpy."""
+    n = len(b)
+    if n > SMALL_SYSTEM:
+        try:
+            return np.linalg.solve(np.array(a, dtype=np.float64), np.array(b, dtype=np.float64)).tolist()
+        except np.linalg.LinAlgError:
+            return None
+    rows = [[*map(float, row), float(v)] for row, v in zip(a, b, strict=True)]
+    for k in range(n):
+        pivot = max(range(k, n), key=lambda r: abs(rows[r][k]))
+        if rows[pivot][k] == 0.0:
+            return None
+        rows[k], rows[pivot] = rows[pivot], rows[k]
+        top = rows[k]
+        for r in range(k + 1, n):
+            factor = rows[r][k] / top[k]
+            if factor:
+                rows[r] = [x - factor * y for x, y in zip(rows[r], top, strict=True)]
+    x = [0.0] * n
+    for k in range(n - 1, -1, -1):
+        x[k] = (rows[k][n] - sum(rows[k][m] * x[m] for m in range(k + 1, n))) / rows[k][k]
+    return x
 
 
 def psd_unit_diagonal(gram: Tensor, ridge: float) -> tuple[np.ndarray, float]:
@@ -232,8 +278,13 @@ def psd_unit_diagonal(gram: Tensor, ridge: float) -> tuple[np.ndarray, float]:
 def weights_tensor(weights: np.ndarray, like: Tensor) -> Tensor:
     """Task weights computed in numpy as a tensor with ``like``'s device and dtype (the Gram matrix's: float64
     from the engine)."""
-    return torch.from_numpy(np.ascontiguousarray(weights, dtype=np.float64)).to(
-        device=like.device, dtype=like.dtype
+    if weights.dtype != np.float64 or not weights.flags.c_contiguous:
+        weights = np.ascontiguousarray(weights, dtype=np.float64)
+    tensor = torch.from_numpy(weights)
+    return (
+        tensor
+        if like.device.type == "cpu" and like.dtype == torch.float64
+        else tensor.to(like.device, like.dtype)
     )
 
 

@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from mtlkit.aggregation.base import GradientAggregator, Mode, solver_array, unit_diagonal, weights_tensor
+from mtlkit.aggregation.base import GradientAggregator, Mode, unit_diagonal_lists
 from mtlkit.schema import Schema
 from mtlkit.seeding import OwnsGenerator
 
@@ -48,33 +47,41 @@ def gradvac_coefficients(gram: Tensor, targets: Tensor, orders: list[list[int]],
         orders: ``orders[i]`` lists the other tasks in the order task i visits them (entries equal to i skipped).
         beta: the EMA rate.
     """
-    phi_hat = solver_array(targets)
-    coef = gradvac_array(solver_array(gram), phi_hat, orders, beta)
-    targets.copy_(torch.from_numpy(phi_hat).to(device=targets.device, dtype=targets.dtype))
-    return torch.from_numpy(coef)
+    phi_hat = targets.detach().to(torch.float64).tolist()
+    coef = gradvac_lists(gram.detach().to(torch.float64).tolist(), phi_hat, orders, beta)
+    targets.copy_(torch.tensor(phi_hat, dtype=targets.dtype, device=targets.device))
+    return torch.tensor(coef, dtype=torch.float64)
 
 
-def gradvac_array(g: np.ndarray, phi_hat: np.ndarray, orders: list[list[int]], beta: float) -> np.ndarray:
-    """:func:`gradvac_coefficients` on float64 numpy arrays (``phi_hat`` updated in place)."""
-    t = g.shape[0]
-    coef = np.eye(t)
-    sq_norms = np.diagonal(g).tolist()
+def gradvac_lists(
+    g: list[list[float]], phi_hat: list[list[float]], orders: list[list[int]], beta: float
+) -> list[list[float]]:
+    """:func:`gradvac_coefficients` on Python lists (``phi_hat`` updated in place; see ``unit_diagonal_lists``).
+
+    Row i keeps p = G^T C_i (p_j = g_i' . g_j) and ||g_i'||^2 = C_i . p, each updated in O(T) per correction."""
+    t = len(g)
+    coef = []
     for i in range(t):
-        row = coef[i]
+        row = [0.0] * t
+        row[i] = 1.0
+        products = list(g[i])  # g_i' . g_j for every j, g_i' = g_i
+        square_i = g[i][i]  # ||g_i'||^2
         for j in orders[i]:
-            if j == i or sq_norms[j] <= 0.0:
+            square_j = g[j][j]
+            if j == i or square_j <= 0.0 or square_i <= 0.0:
                 continue
-            gi_sq = float(row @ g @ row)  # ||g_i'||^2
-            if gi_sq <= 0.0:
-                continue
-            norm_i, norm_j = math.sqrt(gi_sq), math.sqrt(sq_norms[j])
-            phi = min(1.0, max(-1.0, float(row @ g[:, j]) / (norm_i * norm_j)))
-            target = float(phi_hat[i, j])
+            norm_i, norm_j = math.sqrt(square_i), math.sqrt(square_j)
+            phi = min(1.0, max(-1.0, products[j] / (norm_i * norm_j)))
+            target = phi_hat[i][j]
             if phi < target:
                 sin_target = math.sqrt(max(1.0 - target * target, _MIN_SIN2))
                 sin_phi = math.sqrt(max(1.0 - phi * phi, 0.0))
-                row[j] += norm_i * (target * sin_phi - phi * sin_target) / (norm_j * sin_target)
-            phi_hat[i, j] = (1.0 - beta) * target + beta * phi
+                step = norm_i * (target * sin_phi - phi * sin_target) / (norm_j * sin_target)
+                row[j] += step
+                products = [p + step * x for p, x in zip(products, g[j], strict=True)]
+                square_i = sum(c * p for c, p in zip(row, products, strict=True))
+            phi_hat[i][j] = (1.0 - beta) * target + beta * phi
+        coef.append(row)
     return coef
 
 
@@ -121,7 +128,9 @@ class GradVac(OwnsGenerator, GradientAggregator):
             raise ValueError(
                 f"GradVac was built for {self.targets.shape[0]} tasks, got a {t}x{t} Gram matrix"
             )
-        phi_hat = solver_array(self.targets)
-        coef = gradvac_array(unit_diagonal(solver_array(gram)), phi_hat, self.visiting_orders(t), self.beta)
-        self.targets.copy_(torch.from_numpy(phi_hat).to(device=self.targets.device, dtype=self.targets.dtype))
-        return weights_tensor(coef.sum(0), gram)
+        phi_hat = self.targets.tolist()
+        coef = gradvac_lists(unit_diagonal_lists(gram), phi_hat, self.visiting_orders(t), self.beta)
+        self.targets.copy_(torch.tensor(phi_hat, dtype=self.targets.dtype, device=self.targets.device))
+        return torch.tensor(
+            [sum(column) for column in zip(*coef, strict=True)], dtype=gram.dtype, device=gram.device
+        )

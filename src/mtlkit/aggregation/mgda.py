@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mtlkit.aggregation.base import GradientAggregator, Mode, solver_array, weights_tensor
+from mtlkit.aggregation.base import GradientAggregator, Mode, solve_lists, solver_array, weights_tensor
 from mtlkit.errors import MtlkitError
 from mtlkit.schema import Schema
 
@@ -66,53 +66,56 @@ def min_norm_weights(gram: Tensor, max_iter: int = 250, tol: float = 1e-6) -> Te
     alpha^T G alpha, when the objective is zero to float64 precision relative to max_i G_ii (a
     Pareto-stationary point: d = 0), or after ``max_iter`` steps.
     """
-    return weights_tensor(min_norm_array(solver_array(gram), max_iter, tol), gram)
+    alpha = min_norm_lists(gram.detach().to(torch.float64).tolist(), max_iter, tol)
+    return torch.tensor(alpha, dtype=torch.float64, device=gram.device)
 
 
-def _affine_start(g: np.ndarray) -> np.ndarray:
+def _affine_start(g: list[list[float]]) -> list[float]:
     """Frank-Wolfe's starting point (see :func:`min_norm_weights`)."""
-    t = g.shape[0]
-    try:
-        x = np.linalg.solve(g, np.ones(t))
-    except np.linalg.LinAlgError:
-        return np.full(t, 1.0 / t)
-    x = np.clip(x, 0.0, None)
-    total = float(x.sum())
+    t = len(g)
+    x = solve_lists(g, [1.0] * t)
+    uniform = [1.0 / t] * t
+    if x is None:
+        return uniform
+    x = [max(v, 0.0) for v in x]
+    total = math.fsum(x)
     if not math.isfinite(total) or total <= 0.0:
-        return np.full(t, 1.0 / t)
-    return x / total
+        return uniform
+    return [v / total for v in x]
 
 
-def min_norm_array(g: np.ndarray, max_iter: int = 250, tol: float = 1e-6) -> np.ndarray:
-    """:func:`min_norm_weights` on a float64 numpy matrix (the loop's steps are a few operations on T numbers,
-    where torch's per-call overhead would dominate)."""
-    t = g.shape[0]
+def min_norm_lists(g: list[list[float]], max_iter: int = 250, tol: float = 1e-6) -> list[float]:
+    """:func:`min_norm_weights` on the Gram matrix as float64 Python lists: the pairwise steps keep G alpha up to
+    date in O(T) each, and the small solves run in plain Python (see ``unit_diagonal_lists``)."""
+    t = len(g)
     if t == 1:
-        return np.ones(1)
+        return [1.0]
     if t == 2:
-        g11, g12, g22 = g[0, 0], g[0, 1], g[1, 1]
+        g11, g12, g22 = g[0][0], g[0][1], g[1][1]
         curvature = g11 - 2 * g12 + g22  # ||g1 - g2||^2
-        gamma = float(np.clip((g22 - g12) / curvature, 0.0, 1.0)) if curvature > 0 else 0.5
-        return np.array([gamma, 1.0 - gamma])
-    diag = np.diagonal(g)
-    if not np.isfinite(g).all():
-        return np.full(t, np.nan)
+        gamma = min(1.0, max(0.0, (g22 - g12) / curvature)) if curvature > 0 else 0.5
+        return [gamma, 1.0 - gamma]
+    if not all(math.isfinite(x) for row in g for x in row):
+        return [math.nan] * t
+    diag = [row[i] for i, row in enumerate(g)]
+    columns = [list(column) for column in zip(*g, strict=True)]
     alpha = _affine_start(g)
-    negligible = _EPS * float(diag.max())
+    g_alpha = [sum(x * a for x, a in zip(row, alpha, strict=True)) for row in g]  # G alpha
+    negligible = _EPS * max(diag)
     for _ in range(max_iter):
-        g_alpha = g @ alpha
-        objective = alpha @ g_alpha
-        best = int(np.argmin(g_alpha))
-        gap = objective - g_alpha[best]
-        if 2 * gap <= tol * objective or objective <= negligible:
+        objective = sum(a * x for a, x in zip(alpha, g_alpha, strict=True))
+        best = min(range(t), key=g_alpha.__getitem__)
+        if 2 * (objective - g_alpha[best]) <= tol * objective or objective <= negligible:
             break
-        worst = int(np.argmax(np.where(alpha > 0, g_alpha, -np.inf)))
-        curvature = diag[worst] - 2 * g[worst, best] + diag[best]  # ||g_worst - g_best||^2
+        worst = max((s for s in range(t) if alpha[s] > 0), key=g_alpha.__getitem__)
+        curvature = diag[worst] - 2 * g[worst][best] + diag[best]  # ||g_worst - g_best||^2
         if curvature <= 0:
             break
         step = min((g_alpha[worst] - g_alpha[best]) / curvature, alpha[worst])
         alpha[best] += step
         alpha[worst] -= step
+        up, down = columns[best], columns[worst]
+        g_alpha = [x + step * (u - v) for x, u, v in zip(g_alpha, up, down, strict=True)]
     return alpha
 
 
@@ -182,9 +185,10 @@ class MGDA(GradientAggregator):
         return np.divide(1.0, n, out=np.zeros_like(n), where=n > np.finfo(np.float64).tiny)
 
     def weights(self, gram: Tensor) -> Tensor:
-        g = solver_array(gram)
         if self.normalization == "none":
-            return weights_tensor(min_norm_array(g, self.max_iter, self.tol), gram)
+            alpha = min_norm_lists(gram.detach().to(torch.float64).tolist(), self.max_iter, self.tol)
+            return torch.tensor(alpha, dtype=gram.dtype, device=gram.device)
+        g = solver_array(gram)
         f = self._inverse_norms(g)
-        alpha = min_norm_array(g * f[:, None] * f[None, :], self.max_iter, self.tol)
-        return weights_tensor(alpha * f, gram)
+        scaled = min_norm_lists((g * f[:, None] * f[None, :]).tolist(), self.max_iter, self.tol)
+        return weights_tensor(np.array(scaled) * f, gram)

@@ -29,10 +29,11 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from mtlkit.aggregation.base import GradientAggregator, Mode, solver_array, weights_tensor
-from mtlkit.aggregation.mgda import check_solver, min_norm_array
+from mtlkit.aggregation.mgda import check_solver, min_norm_lists
 from mtlkit.schema import Schema
 
 
@@ -85,15 +86,16 @@ class PELTR(GradientAggregator):
         self.tol = float(tol)
 
     def weights(self, gram: Tensor) -> Tensor:
-        g = solver_array(gram)
         if self.bounds is None:  # c = 0, r = 1: the problem is MGDA's on G itself
-            return weights_tensor(min_norm_array(g, self.max_iter, self.tol), gram)
+            v = min_norm_lists(gram.detach().to(torch.float64).tolist(), self.max_iter, self.tol)
+            return torch.tensor(v, dtype=gram.dtype, device=gram.device)
+        g = solver_array(gram)
         c = np.array(self.bounds, dtype=np.float64)
         r = 1.0 - c.sum()
         gc = g @ c
         shifted = (c @ gc) + r * (gc[:, None] + gc[None, :]) + r * r * g  # Gram of q + r g_i
-        v = min_norm_array(shifted, self.max_iter, self.tol)
-        return weights_tensor(c + r * v, gram)
+        v = min_norm_lists(shifted.tolist(), self.max_iter, self.tol)
+        return weights_tensor(c + r * np.array(v), gram)
 
     def reset(self) -> None:
         """Stateless."""

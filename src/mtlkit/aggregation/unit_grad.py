@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
+import torch
 from torch import Tensor
 
-from mtlkit.aggregation.base import GradientAggregator, Mode, solver_array, weights_tensor
+from mtlkit.aggregation.base import GradientAggregator, Mode
 from mtlkit.schema import Schema
 
 
@@ -44,10 +44,11 @@ class UnitGrad(GradientAggregator):
         self.eps = float(eps)
 
     def weights(self, gram: Tensor) -> Tensor:
-        norm = np.sqrt(np.clip(np.diagonal(solver_array(gram)), 0.0, None))
-        keep = (norm > self.eps) & (norm > 0)
+        # T numbers: plain Python (each numpy call costs more inside a training step than this whole loop)
+        norms = [math.sqrt(x) if x > 0.0 else 0.0 for x in gram.detach().diagonal().tolist()]
         # 1 / sqrt of the smallest positive float is still finite (float32: 2.7e22), so no overflow here
-        return weights_tensor(np.divide(1.0, norm, out=np.zeros_like(norm), where=keep), gram)
+        inverse = [1.0 / n if n > self.eps and n > 0.0 else 0.0 for n in norms]
+        return torch.tensor(inverse, dtype=gram.dtype, device=gram.device)
 
     def reset(self) -> None:
         """Stateless."""
