@@ -134,11 +134,11 @@ class GradDrop(OwnsUniformStream, GradientAggregator):
     ) -> Tensor:
         """As :meth:`GradientAggregator.shifted`; a gated Jacobian with non-negative gate weights (softmax gates)
         gives both sums from its factors: sum_t max(w_t u_t, 0) = sum_t w_t max(u_t, 0), likewise for min."""
-        if not isinstance(jacobian, GatedJacobian) or not bool((jacobian.weights >= 0).all()):
+        if not isinstance(jacobian, GatedJacobian) or float(jacobian.weights.min()) < 0.0:
             return super().shifted(jacobian, shift, gram_hook)
-        ones = torch.ones(jacobian.shape[0], dtype=torch.float64)
-        positive = GatedJacobian(jacobian.weights, jacobian.upstream.clamp(min=0)).combine(ones)
-        negative = GatedJacobian(jacobian.weights, jacobian.upstream.clamp(max=0)).combine(ones)
+        mix = jacobian.weights.transpose(1, 2)  # [B, E, T]: each sum is one batched product with it
+        positive = torch.bmm(mix, jacobian.upstream.clamp(min=0)).view(-1)
+        negative = torch.bmm(mix, jacobian.upstream.clamp(max=0)).view(-1)
         if shift:
             plain = positive + negative  # before direction_from_sums overwrites them
             return direction_from_sums(positive, negative, self.uniform(jacobian.shape[1]), self.leak).add_(
