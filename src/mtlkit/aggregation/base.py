@@ -260,9 +260,10 @@ def solve_lists(a: list[list[float]], b: list[float]) -> list[float] | None:
 
 
 def psd_unit_diagonal(gram: Tensor, ridge: float) -> tuple[np.ndarray, float]:
-    """(G', s): G symmetrised and divided by s, its largest diagonal entry, with eigenvalues below 0 (rounding on
-    nearly dependent gradients) clipped and ``max(ridge, eps of G's dtype)`` added to the diagonal, so that every
-    system on G' and its principal blocks is solvable; float64 numpy. When s is 0 (an all-zero G) or not finite,
+    """(G', s): G symmetrised and divided by s, its largest diagonal entry, plus ``max(ridge, eps of G's dtype)`` on
+    the diagonal, so that every system on G' and its principal blocks is solvable; float64 numpy. When that sum
+    is not positive definite (a Cholesky factorisation fails: eigenvalues below -ridge, rounding on nearly
+    dependent gradients), G's negative eigenvalues are clipped to 0 before the ridge is added. When s is 0 (an all-zero G) or not finite,
     G' is G symmetrised, unscaled, and s says which (the callers' degenerate cases: Nash-MTL, UPGrad)."""
     g = solver_array(gram)
     g = (g + g.T) / 2
@@ -270,6 +271,12 @@ def psd_unit_diagonal(gram: Tensor, ridge: float) -> tuple[np.ndarray, float]:
     if not math.isfinite(scale) or scale <= 0.0:
         return g, scale if not math.isfinite(scale) else 0.0
     g = g / scale
+    ridged = g + max(ridge, torch.finfo(gram.dtype).eps) * np.eye(len(g))
+    try:  # positive definite with the ridge (the usual case): clipping would change nothing but rounding
+        np.linalg.cholesky(ridged)
+        return ridged, scale
+    except np.linalg.LinAlgError:
+        pass
     eigenvalues, vectors = np.linalg.eigh(g)
     g = (vectors * np.clip(eigenvalues, 0.0, None)) @ vectors.T
     return g + max(ridge, torch.finfo(gram.dtype).eps) * np.eye(len(g)), scale

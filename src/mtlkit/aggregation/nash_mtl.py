@@ -20,7 +20,8 @@ are taken (quadratic convergence). Start: alpha_i = 1 / sqrt(G_ii) (exact for or
 that alpha^T G alpha = T (true at the solution). Stop when max_i |alpha_i (G alpha)_i - 1| <= tol.
 
 Numerics: G is symmetrised, divided by s = max_i G_ii (alpha scales as 1 / sqrt(s): the solution for G / s is
-sqrt(s) alpha), its eigenvalues are clipped at 0 and a ridge of ``RIDGE`` (relative to s; the machine epsilon of
+sqrt(s) alpha), its eigenvalues are clipped at 0 (only when G plus the ridge is not positive definite: see
+``psd_unit_diagonal``) and a ridge of ``RIDGE`` (relative to s; the machine epsilon of
 the input dtype when that is larger) is added. The ridge only matters when a non-negative combination of the
 gradients vanishes (a zero gradient, exactly opposite gradients), where the bargaining problem has no solution:
 alpha stays finite (about 1 / sqrt(ridge s) on those tasks) and d is the finite limit. All-zero gradients give

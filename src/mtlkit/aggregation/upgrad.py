@@ -17,7 +17,8 @@ CPU: free the variable with the most negative gradient, solve the equality-const
 the KKT conditions hold to 1e-12. Each solve costs O(k^3) for k free variables and a QP takes at most a few
 times T of them in practice, so the T QPs cost about O(T^5) flops in the worst case: nothing for T <= 20.
 
-Numerics: G is symmetrised, divided by its largest diagonal entry, its eigenvalues are clipped at 0 and a ridge
+Numerics: G is symmetrised, divided by its largest diagonal entry, its eigenvalues are clipped at 0 (only when
+G plus the ridge is not positive definite: see ``psd_unit_diagonal``) and a ridge
 of 1e-12 (the machine epsilon of the input dtype when larger) is added, so the free-set systems stay solvable
 on singular G (identical or opposite gradients); the dual-cone condition then holds up to that ridge. An
 all-zero G gives the mean weights. TorchJD solves the same QPs with ``quadprog`` on the trace-normalised G with
