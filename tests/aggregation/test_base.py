@@ -12,6 +12,7 @@ from mtlkit.aggregation.base import (
     GatedJacobian,
     combine,
     gram_matrix,
+    psd_unit_diagonal,
     solve_lists,
 )
 
@@ -138,3 +139,20 @@ def test_solve_lists_reports_an_exactly_singular_matrix(n: int) -> None:
     zero_pivot = np.eye(n)
     zero_pivot[1, 1] = 0.0
     assert solve_lists(zero_pivot.tolist(), [1.0] * n) is None
+
+
+def test_psd_unit_diagonal_clips_only_what_the_ridge_cannot_cover() -> None:
+    ridge = 1e-12
+    pd = torch.tensor([[4.0, 1.0], [1.0, 2.0]], dtype=torch.float64)
+    g, scale = psd_unit_diagonal(pd, ridge)
+    assert scale == 4.0
+    np.testing.assert_array_equal(g, pd.numpy() / 4.0 + ridge * np.eye(2))  # no eigendecomposition
+    indefinite = torch.tensor([[1.0, 1.0 + 1e-6], [1.0 + 1e-6, 1.0]], dtype=torch.float64)  # eigenvalue -1e-6
+    g, scale = psd_unit_diagonal(indefinite, ridge)
+    assert scale == 1.0
+    assert np.linalg.eigvalsh(g).min() >= ridge * 0.5  # clipped to 0, then the ridge
+    # (2 + 1e-6) v v^T with v = (1, 1) / sqrt 2
+    np.testing.assert_allclose(g, np.full((2, 2), 1.0 + 5e-7), atol=1e-9)
+    zero, scale = psd_unit_diagonal(torch.zeros(2, 2, dtype=torch.float64), ridge)
+    assert scale == 0.0
+    np.testing.assert_array_equal(zero, np.zeros((2, 2)))  # left unscaled for the caller's degenerate case
