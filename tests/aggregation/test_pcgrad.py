@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 
 import pytest
 import torch
@@ -28,9 +29,14 @@ def reference(jacobian: torch.Tensor, orders: list[list[int]]) -> torch.Tensor:
 
 
 def _orders(seed: int, tasks: int) -> list[list[int]]:
-    """The documented rule: row i of an argsort of a [T, T] uniform draw from the seeded generator, without i."""
-    ranks = torch.rand(tasks, tasks, generator=torch.Generator().manual_seed(seed)).argsort(dim=1)
-    return [[j for j in row if j != i] for i, row in enumerate(ranks.tolist())]
+    """The documented rule: for i = 0, 1, ..., random.Random(seed) shuffles the other tasks in increasing order."""
+    rng = random.Random(seed)
+    orders = []
+    for i in range(tasks):
+        others = [j for j in range(tasks) if j != i]
+        rng.shuffle(others)
+        orders.append(others)
+    return orders
 
 
 def test_two_conflicting_gradients_by_hand() -> None:
@@ -137,3 +143,6 @@ def test_repr_and_validation() -> None:
         PCGrad(SCHEMA2, seed=1.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="generator state"):
         PCGrad(SCHEMA2).set_extra_state("nope")
+    old_torch_state = torch.Generator().manual_seed(0).get_state()  # what checkpoints held before
+    with pytest.raises(ValueError, match=r"625 words .* got 5056 torch.uint8 values.*start the run again"):
+        PCGrad(SCHEMA2).set_extra_state(old_torch_state)

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from mtlkit.aggregation.base import GradientAggregator, Mode, unit_diagonal_lists
 from mtlkit.schema import Schema
-from mtlkit.seeding import OwnsGenerator
+from mtlkit.seeding import OwnsShuffler
 
 #: floor of 1 - phi_hat^2 in the correction's denominator (a target of +-1 would divide by zero)
 _MIN_SIN2 = 1e-12
@@ -85,7 +85,7 @@ def gradvac_lists(
     return coef
 
 
-class GradVac(OwnsGenerator, GradientAggregator):
+class GradVac(OwnsShuffler, GradientAggregator):
     """GradVac (Wang et al., ICLR 2021): where cos(g_i', g_j) = phi < phi_hat_ij, g_i' += ||g_i'|| (phi_hat
     sqrt(1 - phi^2) - phi sqrt(1 - phi_hat^2)) / (||g_j|| sqrt(1 - phi_hat^2)) g_j; phi_hat <- (1 - beta) phi_hat
     + beta phi; d = sum_i g_i'.
@@ -111,7 +111,7 @@ class GradVac(OwnsGenerator, GradientAggregator):
         self.beta = float(beta)
         t = len(self.task_names)
         self.register_buffer("targets", torch.zeros(t, t))
-        self._init_generator(seed)
+        self._init_shuffler(seed)
 
     # ------------------------------------------------------------------------------------------ state
     def reset(self) -> None:

@@ -13,8 +13,8 @@ Scale: d is a *sum*. Without conflict it is sum_i g_i (weights 1), identical gra
 invariant to a common scaling of the gradients; the Gram matrix is normalised (by a power of two) before the
 surgery, so zero, tiny (1e-20) and huge (1e20) gradients give finite directions.
 
-Randomness: the visiting orders come from a ``torch.Generator`` owned by the module, seeded by ``seed``; its state
-travels in ``state_dict`` (extra state) and ``reset()`` reseeds it. PCGrad is not order invariant: permuting the
+Randomness: the visiting orders come from a ``random.Random`` owned by the module, seeded by ``seed``
+(:class:`~mtlkit.seeding.OwnsShuffler`); its state travels in ``state_dict`` (extra state) and ``reset()`` reseeds it. PCGrad is not order invariant: permuting the
 tasks changes which order each task visits the others in. The directions have the same distribution whatever the
 task order, and with two tasks (a single other task, so no order to draw) the direction is exactly invariant.
 """
@@ -26,7 +26,7 @@ from torch import Tensor
 
 from mtlkit.aggregation.base import GradientAggregator, Mode, unit_diagonal_lists
 from mtlkit.schema import Schema
-from mtlkit.seeding import OwnsGenerator
+from mtlkit.seeding import OwnsShuffler
 
 
 def pcgrad_coefficients(gram: Tensor, orders: list[list[int]]) -> Tensor:
@@ -62,7 +62,7 @@ def pcgrad_lists(g: list[list[float]], orders: list[list[int]]) -> list[list[flo
     return coef
 
 
-class PCGrad(OwnsGenerator, GradientAggregator):
+class PCGrad(OwnsShuffler, GradientAggregator):
     """PCGrad (Yu et al., NeurIPS 2020): g_i' -= min(g_i' . g_j, 0) / ||g_j||^2 g_j over the other tasks j in a
     random order; d = sum_i g_i' (computed on the Gram matrix through coefficients: d = C.sum(0) @ J).
 
@@ -77,7 +77,7 @@ class PCGrad(OwnsGenerator, GradientAggregator):
 
     def __init__(self, schema: Schema, mode: Mode = "parameter", seed: int = 0) -> None:
         super().__init__(schema, mode)
-        self._init_generator(seed)
+        self._init_shuffler(seed)
 
     # ------------------------------------------------------------------------------------------ state
     def reset(self) -> None:
