@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -156,3 +158,26 @@ def test_psd_unit_diagonal_clips_only_what_the_ridge_cannot_cover() -> None:
     zero, scale = psd_unit_diagonal(torch.zeros(2, 2, dtype=torch.float64), ridge)
     assert scale == 0.0
     np.testing.assert_array_equal(zero, np.zeros((2, 2)))  # left unscaled for the caller's degenerate case
+
+
+@pytest.mark.parametrize("n", [3, SMALL_SYSTEM + 2])
+def test_psd_unit_diagonal_tells_definite_from_indefinite_at_any_size(n: int) -> None:
+    """Both sides of the plain-Python Cholesky test's size switch: a positive definite G comes back as
+    G / s + ridge exactly; one with an eigenvalue of -1e-6 (below the ridge) comes back clipped."""
+    rng = np.random.default_rng(n)
+    basis, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    spectrum = np.linspace(1.0, 2.0, n)
+    definite = torch.from_numpy(basis @ np.diag(spectrum) @ basis.T)
+    g, scale = psd_unit_diagonal(definite, 1e-12)
+    sym = (definite.numpy() + definite.numpy().T) / 2
+    np.testing.assert_array_equal(g, sym / scale + 1e-12 * np.eye(n))
+    spectrum[0] = -1e-6
+    g, _ = psd_unit_diagonal(torch.from_numpy(basis @ np.diag(spectrum) @ basis.T), 1e-12)
+    assert np.linalg.eigvalsh(g).min() > 0.0
+    assert np.linalg.eigvalsh(g).min() < 1e-9  # the negative direction was clipped to 0 (plus the ridge)
+
+
+def test_psd_unit_diagonal_flags_non_finite_entries() -> None:
+    gram = torch.tensor([[1.0, math.nan], [math.nan, 1.0]], dtype=torch.float64)
+    _, scale = psd_unit_diagonal(gram, 1e-12)
+    assert math.isnan(scale)

@@ -259,27 +259,53 @@ def solve_lists(a: list[list[float]], b: list[float]) -> list[float] | None:
     return x
 
 
+def _positive_definite(a: list[list[float]]) -> bool:
+    """Whether a symmetric matrix (lists) has a Cholesky factorisation: in plain Python up to ``SMALL_SYSTEM``
+    rows (see :func:`solve_lists`), numpy beyond."""
+    n = len(a)
+    if n > SMALL_SYSTEM:
+        try:
+            np.linalg.cholesky(np.array(a, dtype=np.float64))
+        except np.linalg.LinAlgError:
+            return False
+        return True
+    lower = [[0.0] * n for _ in range(n)]
+    for j in range(n):
+        pivot = a[j][j] - sum(x * x for x in lower[j][:j])
+        if not pivot > 0.0:
+            return False
+        lower[j][j] = math.sqrt(pivot)
+        for i in range(j + 1, n):
+            lower[i][j] = (
+                a[i][j] - sum(x * y for x, y in zip(lower[i][:j], lower[j][:j], strict=True))
+            ) / lower[j][j]
+    return True
+
+
 def psd_unit_diagonal(gram: Tensor, ridge: float) -> tuple[np.ndarray, float]:
-    """(G', s): G symmetrised and divided by s, its largest diagonal entry, plus ``max(ridge, eps of G's dtype)`` on
-    the diagonal, so that every system on G' and its principal blocks is solvable; float64 numpy. When that sum
-    is not positive definite (a Cholesky factorisation fails: eigenvalues below -ridge, rounding on nearly
-    dependent gradients), G's negative eigenvalues are clipped to 0 before the ridge is added. When s is 0 (an all-zero G) or not finite,
-    G' is G symmetrised, unscaled, and s says which (the callers' degenerate cases: Nash-MTL, UPGrad)."""
-    g = solver_array(gram)
-    g = (g + g.T) / 2
-    scale = float(np.diagonal(g).max()) if g.size else 0.0
-    if not math.isfinite(scale) or scale <= 0.0:
-        return g, scale if not math.isfinite(scale) else 0.0
-    g = g / scale
-    ridged = g + max(ridge, torch.finfo(gram.dtype).eps) * np.eye(len(g))
-    try:  # positive definite with the ridge (the usual case): clipping would change nothing but rounding
-        np.linalg.cholesky(ridged)
-        return ridged, scale
-    except np.linalg.LinAlgError:
-        pass
-    eigenvalues, vectors = np.linalg.eigh(g)
+    """(G', s): G symmetrised and divided by s, its largest diagonal entry, plus ``max(ridge, eps of G's dtype)``
+    on the diagonal, so that every system on G' and its principal blocks is solvable; float64 numpy. When that
+    sum is not positive definite (its Cholesky factorisation fails: eigenvalues below -ridge, rounding on nearly
+    dependent gradients), G's negative eigenvalues are clipped to 0 before the ridge is added. When s is 0 (an
+    all-zero G) or an entry is not finite, G' is G symmetrised, unscaled, and s is 0 or NaN (the callers'
+    degenerate cases: Nash-MTL, UPGrad). The scaling and the test run on Python floats (T x T numbers)."""
+    values: list[list[float]] = gram.detach().to(torch.float64).tolist()
+    t = len(values)
+    sym = [[(values[i][j] + values[j][i]) / 2 for j in range(t)] for i in range(t)]
+    if not all(math.isfinite(x) for row in sym for x in row):
+        return np.array(sym, dtype=np.float64).reshape(t, t), math.nan
+    scale = max((sym[i][i] for i in range(t)), default=0.0)
+    if scale <= 0.0:
+        return np.array(sym, dtype=np.float64).reshape(t, t), 0.0
+    shift = max(ridge, torch.finfo(gram.dtype).eps)
+    ridged = [
+        [x / scale + (shift if i == j else 0.0) for j, x in enumerate(row)] for i, row in enumerate(sym)
+    ]
+    if _positive_definite(ridged):  # the usual case: clipping would change nothing but rounding
+        return np.array(ridged, dtype=np.float64), scale
+    eigenvalues, vectors = np.linalg.eigh(np.array(sym, dtype=np.float64) / scale)
     g = (vectors * np.clip(eigenvalues, 0.0, None)) @ vectors.T
-    return g + max(ridge, torch.finfo(gram.dtype).eps) * np.eye(len(g)), scale
+    return g + shift * np.eye(t), scale
 
 
 def weights_tensor(weights: np.ndarray, like: Tensor) -> Tensor:

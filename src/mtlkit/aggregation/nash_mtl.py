@@ -141,7 +141,9 @@ class NashMTL(GradientAggregator):
     def weights(self, gram: Tensor) -> Tensor:
         """alpha [T] (float64, on the Gram matrix's device): solved every ``update_every`` calls, else reused."""
         if int(self.steps) % self.update_every == 0:
-            with torch.no_grad():
-                self.alpha.copy_(solve_nash(gram, self.max_iter, self.tol))
+            solution = solve_nash(gram, self.max_iter, self.tol)
+            self.alpha.copy_(solution)  # a buffer: never requires grad
+        else:
+            solution = self.alpha.clone()
         self.steps.add_(1)
-        return self.alpha.detach().clone().to(gram.device)
+        return solution.to(gram.device)
