@@ -10,6 +10,11 @@ matrix G = J J^T [T, T]: they implement :meth:`weights` and declare ``needs = {"
 ``weights(G) @ J``, with G from :func:`gram_matrix` (float64, the true scale of the gradients, exact for tiny and
 huge ones) and the sum formed by :func:`combine`. Methods that act on the coordinates of the gradients (GradDrop)
 override :meth:`forward` and declare ``needs = {"jacobian"}``.
+
+The T x T solves run on Python floats where they are a few arithmetic steps per task (:func:`unit_diagonal_lists`,
+:func:`solve_lists`) and on a float64 numpy copy where they need decompositions (:func:`solver_array`,
+:func:`psd_unit_diagonal`): inside a training step each distinct numpy or torch call costs 20-40 us
+(docs/decisions.md).
 """
 
 from __future__ import annotations
