@@ -26,6 +26,16 @@ def check_seed(seed: int) -> None:
         raise ValueError(f"seed must be in [0, 2**64), got {seed}")
 
 
+def unreadable_state(owner: object, expected: str, state: Any, since: str) -> ValueError:
+    """The error for a saved random state a mixin cannot resume: what it expected, what it got, and what to do
+    (``since``: the change after which older checkpoints hold a different kind of state)."""
+    got = f"{state.numel()} {state.dtype} values" if isinstance(state, Tensor) else type(state).__name__
+    return ValueError(
+        f"{type(owner).__name__}: the saved random state must be {expected}, got {got}; a checkpoint from before "
+        f"{since} cannot resume it: start the run again, or load the model weights alone"
+    )
+
+
 class OwnsGenerator:
     """Mixin for ``nn.Module`` subclasses (list it before ``nn.Module`` in the bases)."""
 
@@ -100,13 +110,11 @@ class OwnsUniformStream:
 
     def set_extra_state(self, state: Any) -> None:
         if not isinstance(state, Tensor) or state.dtype != torch.uint8 or state.numel() != _PCG64_BYTES:
-            got = (
-                f"{state.numel()} {state.dtype} values" if isinstance(state, Tensor) else type(state).__name__
-            )
-            raise ValueError(
-                f"{type(self).__name__}: the saved random stream must be a uint8 tensor of {_PCG64_BYTES} bytes "
-                f"(a PCG64 state), got {got}; a checkpoint from before mtlkit drew GradDrop's thresholds with "
-                f"numpy cannot resume this stream: start the run again, or load the model weights alone"
+            raise unreadable_state(
+                self,
+                f"a uint8 tensor of {_PCG64_BYTES} bytes (a PCG64 state)",
+                state,
+                "mtlkit drew GradDrop's thresholds with numpy",
             )
         raw = bytes(state.detach().cpu().tolist())
         bits = np.random.PCG64()
@@ -166,13 +174,10 @@ class OwnsShuffler:
             else None
         )
         if words is None or len(words) != _MT_WORDS or not all(0 <= w < 2**32 for w in words):
-            got = (
-                f"{state.numel()} {state.dtype} values" if isinstance(state, Tensor) else type(state).__name__
-            )
-            raise ValueError(
-                f"{type(self).__name__}: the saved generator state must be an int64 tensor of {_MT_WORDS} words "
-                f"below 2**32 (a Mersenne Twister state), got {got}; a checkpoint from before mtlkit drew the "
-                f"visiting orders with Python's random cannot resume them: start the run again, or load the "
-                f"model weights alone"
+            raise unreadable_state(
+                self,
+                f"an int64 tensor of {_MT_WORDS} words below 2**32 (a Mersenne Twister state)",
+                state,
+                "mtlkit drew the visiting orders with Python's random",
             )
         self._shuffler.setstate((3, tuple(words), None))

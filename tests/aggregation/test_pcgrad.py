@@ -141,7 +141,7 @@ def test_repr_and_validation() -> None:
         PCGrad(SCHEMA2, seed=-1)
     with pytest.raises(TypeError, match=r"seed must be an integer, got 1.5"):
         PCGrad(SCHEMA2, seed=1.5)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="generator state"):
+    with pytest.raises(ValueError, match="saved random state must be an int64 tensor"):
         PCGrad(SCHEMA2).set_extra_state("nope")
     old_torch_state = torch.Generator().manual_seed(0).get_state()  # what checkpoints held before
     with pytest.raises(ValueError, match=r"625 words .* got 5056 torch.uint8 values.*start the run again"):

@@ -218,12 +218,18 @@ def unit_diagonal(gram: np.ndarray) -> np.ndarray:
     return gram / top if top > 0.0 and math.isfinite(top) else gram
 
 
+def solver_lists(matrix: Tensor) -> list[list[float]]:
+    """A small tensor (a Gram matrix [T, T]) as float64 Python lists, for the solves that run on Python floats
+    (see :func:`unit_diagonal_lists`)."""
+    return matrix.detach().to(torch.float64).tolist()
+
+
 def unit_diagonal_lists(gram: Tensor) -> list[list[float]]:
     """:func:`unit_diagonal` of a [T, T] tensor as float64 Python lists. Solvers that are a few arithmetic steps
     per pair of tasks (PCGrad's and GradVac's surgeries) run on these: inside a training step each distinct numpy
     or torch call costs 20-40 us (its code is evicted by the step's kernels), more than their whole loop at T = 5
     (docs/decisions.md)."""
-    values: list[list[float]] = gram.detach().to(torch.float64).tolist()
+    values = solver_lists(gram)
     top = max((row[i] for i, row in enumerate(values)), default=0.0)
     if top > 0.0 and math.isfinite(top):
         return [[x / top for x in row] for row in values]
@@ -294,7 +300,7 @@ def psd_unit_diagonal(gram: Tensor, ridge: float) -> tuple[np.ndarray, float]:
     dependent gradients), G's negative eigenvalues are clipped to 0 before the ridge is added. When s is 0 (an
     all-zero G) or an entry is not finite, G' is G symmetrised, unscaled, and s is 0 or NaN (the callers'
     degenerate cases: Nash-MTL, UPGrad). The scaling and the test run on Python floats (T x T numbers)."""
-    values: list[list[float]] = gram.detach().to(torch.float64).tolist()
+    values = solver_lists(gram)
     t = len(values)
     sym = [[(values[i][j] + values[j][i]) / 2 for j in range(t)] for i in range(t)]
     if not all(math.isfinite(x) for row in sym for x in row):
@@ -313,9 +319,11 @@ def psd_unit_diagonal(gram: Tensor, ridge: float) -> tuple[np.ndarray, float]:
     return g + shift * np.eye(t), scale
 
 
-def weights_tensor(weights: np.ndarray, like: Tensor) -> Tensor:
-    """Task weights computed in numpy as a tensor with ``like``'s device and dtype (the Gram matrix's: float64
-    from the engine)."""
+def weights_tensor(weights: np.ndarray | list[float], like: Tensor) -> Tensor:
+    """Task weights computed in numpy or on Python floats as a tensor with ``like``'s device and dtype (the Gram
+    matrix's: float64 from the engine)."""
+    if isinstance(weights, list):
+        return torch.tensor(weights, dtype=like.dtype, device=like.device)
     if weights.dtype != np.float64 or not weights.flags.c_contiguous:
         weights = np.ascontiguousarray(weights, dtype=np.float64)
     tensor = torch.from_numpy(weights)

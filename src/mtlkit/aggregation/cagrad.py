@@ -80,7 +80,7 @@ def cagrad_solve(gram: Tensor, c: float) -> Tensor:
     The iterations run on a numpy copy of the [T, T] matrix: each is a few operations on T numbers, where torch's
     per-call overhead would dominate.
     """
-    return torch.from_numpy(cagrad_array(solver_array(gram), c))
+    return torch.from_numpy(cagrad_array(unit_diagonal(solver_array(gram)), c))
 
 
 def _support_solution(
@@ -127,9 +127,9 @@ def _certified(g: np.ndarray, a: np.ndarray, k: float, support: list[int]) -> np
 
 
 def cagrad_array(g: np.ndarray, c: float) -> np.ndarray:
-    """:func:`cagrad_solve` on a float64 numpy Gram matrix."""
+    """:func:`cagrad_solve` on a float64 numpy Gram matrix already divided by its largest diagonal entry
+    (:func:`~mtlkit.aggregation.base.unit_diagonal`: the callers need that matrix too)."""
     t = g.shape[0]
-    g = unit_diagonal(g)
     mean = np.full(t, 1.0 / t)
     g_mean = g @ mean
     k = c * math.sqrt(max(float(mean @ g_mean), 0.0))  # sqrt(phi) on the normalised scale

@@ -30,7 +30,13 @@ import math
 import torch
 from torch import Tensor
 
-from mtlkit.aggregation.base import GradientAggregator, Mode, unit_diagonal_lists
+from mtlkit.aggregation.base import (
+    GradientAggregator,
+    Mode,
+    solver_lists,
+    unit_diagonal_lists,
+    weights_tensor,
+)
 from mtlkit.schema import Schema
 from mtlkit.seeding import OwnsShuffler
 
@@ -47,8 +53,8 @@ def gradvac_coefficients(gram: Tensor, targets: Tensor, orders: list[list[int]],
         orders: ``orders[i]`` lists the other tasks in the order task i visits them (entries equal to i skipped).
         beta: the EMA rate.
     """
-    phi_hat = targets.detach().to(torch.float64).tolist()
-    coef = gradvac_lists(gram.detach().to(torch.float64).tolist(), phi_hat, orders, beta)
+    phi_hat = solver_lists(targets)
+    coef = gradvac_lists(solver_lists(gram), phi_hat, orders, beta)
     targets.copy_(torch.tensor(phi_hat, dtype=targets.dtype, device=targets.device))
     return torch.tensor(coef, dtype=torch.float64)
 
@@ -131,6 +137,4 @@ class GradVac(OwnsShuffler, GradientAggregator):
         phi_hat = self.targets.tolist()
         coef = gradvac_lists(unit_diagonal_lists(gram), phi_hat, self.visiting_orders(t), self.beta)
         self.targets.copy_(torch.tensor(phi_hat, dtype=self.targets.dtype, device=self.targets.device))
-        return torch.tensor(
-            [sum(column) for column in zip(*coef, strict=True)], dtype=gram.dtype, device=gram.device
-        )
+        return weights_tensor([sum(column) for column in zip(*coef, strict=True)], gram)

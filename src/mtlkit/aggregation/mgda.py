@@ -28,7 +28,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mtlkit.aggregation.base import GradientAggregator, Mode, solve_lists, solver_array, weights_tensor
+from mtlkit.aggregation.base import (
+    GradientAggregator,
+    Mode,
+    solve_lists,
+    solver_array,
+    solver_lists,
+    weights_tensor,
+)
 from mtlkit.errors import MtlkitError
 from mtlkit.schema import Schema
 
@@ -66,7 +73,7 @@ def min_norm_weights(gram: Tensor, max_iter: int = 250, tol: float = 1e-6) -> Te
     alpha^T G alpha, when the objective is zero to float64 precision relative to max_i G_ii (a
     Pareto-stationary point: d = 0), or after ``max_iter`` steps.
     """
-    alpha = min_norm_lists(gram.detach().to(torch.float64).tolist(), max_iter, tol)
+    alpha = min_norm_lists(solver_lists(gram), max_iter, tol)
     return torch.tensor(alpha, dtype=torch.float64, device=gram.device)
 
 
@@ -186,8 +193,7 @@ class MGDA(GradientAggregator):
 
     def weights(self, gram: Tensor) -> Tensor:
         if self.normalization == "none":
-            alpha = min_norm_lists(gram.detach().to(torch.float64).tolist(), self.max_iter, self.tol)
-            return torch.tensor(alpha, dtype=gram.dtype, device=gram.device)
+            return weights_tensor(min_norm_lists(solver_lists(gram), self.max_iter, self.tol), gram)
         g = solver_array(gram)
         f = self._inverse_norms(g)
         scaled = min_norm_lists((g * f[:, None] * f[None, :]).tolist(), self.max_iter, self.tol)

@@ -14,7 +14,8 @@ invariant to a common scaling of the gradients; the Gram matrix is normalised (b
 surgery, so zero, tiny (1e-20) and huge (1e20) gradients give finite directions.
 
 Randomness: the visiting orders come from a ``random.Random`` owned by the module, seeded by ``seed``
-(:class:`~mtlkit.seeding.OwnsShuffler`); its state travels in ``state_dict`` (extra state) and ``reset()`` reseeds it. PCGrad is not order invariant: permuting the
+(:class:`~mtlkit.seeding.OwnsShuffler`); its state travels in ``state_dict`` (extra state) and ``reset()``
+reseeds it. PCGrad is not order invariant: permuting the
 tasks changes which order each task visits the others in. The directions have the same distribution whatever the
 task order, and with two tasks (a single other task, so no order to draw) the direction is exactly invariant.
 """
@@ -24,7 +25,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mtlkit.aggregation.base import GradientAggregator, Mode, unit_diagonal_lists
+from mtlkit.aggregation.base import (
+    GradientAggregator,
+    Mode,
+    solver_lists,
+    unit_diagonal_lists,
+    weights_tensor,
+)
 from mtlkit.schema import Schema
 from mtlkit.seeding import OwnsShuffler
 
@@ -37,7 +44,7 @@ def pcgrad_coefficients(gram: Tensor, orders: list[list[int]]) -> Tensor:
         orders: ``orders[i]`` lists the other tasks j in the order task i visits them (entries equal to i are
             skipped).
     """
-    return torch.tensor(pcgrad_lists(gram.detach().to(torch.float64).tolist(), orders), dtype=torch.float64)
+    return torch.tensor(pcgrad_lists(solver_lists(gram), orders), dtype=torch.float64)
 
 
 def pcgrad_lists(g: list[list[float]], orders: list[list[int]]) -> list[list[float]]:
@@ -88,6 +95,4 @@ class PCGrad(OwnsShuffler, GradientAggregator):
 
     def weights(self, gram: Tensor) -> Tensor:
         coef = pcgrad_lists(unit_diagonal_lists(gram), self.visiting_orders(gram.shape[0]))
-        return torch.tensor(
-            [sum(column) for column in zip(*coef, strict=True)], dtype=gram.dtype, device=gram.device
-        )
+        return weights_tensor([sum(column) for column in zip(*coef, strict=True)], gram)

@@ -29,10 +29,9 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 from torch import Tensor
 
-from mtlkit.aggregation.base import GradientAggregator, Mode, solver_array, weights_tensor
+from mtlkit.aggregation.base import GradientAggregator, Mode, solver_array, solver_lists, weights_tensor
 from mtlkit.aggregation.mgda import check_solver, min_norm_lists
 from mtlkit.schema import Schema
 
@@ -87,8 +86,7 @@ class PELTR(GradientAggregator):
 
     def weights(self, gram: Tensor) -> Tensor:
         if self.bounds is None:  # c = 0, r = 1: the problem is MGDA's on G itself
-            v = min_norm_lists(gram.detach().to(torch.float64).tolist(), self.max_iter, self.tol)
-            return torch.tensor(v, dtype=gram.dtype, device=gram.device)
+            return weights_tensor(min_norm_lists(solver_lists(gram), self.max_iter, self.tol), gram)
         g = solver_array(gram)
         c = np.array(self.bounds, dtype=np.float64)
         r = 1.0 - c.sum()

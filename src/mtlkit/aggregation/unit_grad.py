@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor
 
-from mtlkit.aggregation.base import GradientAggregator, Mode
+from mtlkit.aggregation.base import GradientAggregator, Mode, weights_tensor
 from mtlkit.schema import Schema
 
 
@@ -48,7 +47,7 @@ class UnitGrad(GradientAggregator):
         norms = [math.sqrt(x) if x > 0.0 else 0.0 for x in gram.detach().diagonal().tolist()]
         # 1 / sqrt of the smallest positive float is still finite (float32: 2.7e22), so no overflow here
         inverse = [1.0 / n if n > self.eps and n > 0.0 else 0.0 for n in norms]
-        return torch.tensor(inverse, dtype=gram.dtype, device=gram.device)
+        return weights_tensor(inverse, gram)
 
     def reset(self) -> None:
         """Stateless."""
