@@ -209,11 +209,12 @@ def _representation_grads(
 def test_a_gated_mix_gives_the_same_gradients_as_the_generic_path(
     method: str, detach: bool, model_name: str
 ) -> None:
-    """These models report Output.mix: representation mode then forms the per-task gradients from one backward
-    through the towers (kept in factors for gram-based methods) and, where nothing behind the towers is also
-    behind the mix (MMoE, OMoE, DSelect-k; not CGC / PLE, whose task experts read the shared input too), starts
-    the final backward at the tower inputs; every parameter's gradient is that of the generic path. With a
-    read-through dependency (one loss reaches two towers) the engine must not use the mix."""
+    """These models report Output.mix: representation mode then forms the per-task gradients from the gradient at
+    the tower inputs (kept in factors for gram-based methods): inside the one backward where the mix is a batched
+    matmul of the gates and Output.shared (MMoE, DSelect-k, CGC, PLE), from a backward through the towers and a
+    second one from the tower inputs where it is a broadcast view (OMoE); every parameter's gradient is that of
+    the generic path. With a read-through dependency (one loss reaches two towers) the engine must not use the
+    mix."""
     torch.manual_seed(0)
     model = create_model(model_name, SCHEMA, detach_dependency=detach)
     torch.manual_seed(1)
@@ -288,6 +289,79 @@ def test_frozen_gates_and_experts_with_the_gated_mix(model_name: str) -> None:
         assert not any(frozen in k for k in via_mix)
         for pname, got in via_mix.items():
             torch.testing.assert_close(got, generic[pname], atol=1e-6, rtol=1e-5, msg=pname)
+
+
+@pytest.mark.parametrize("detach", [True, False], ids=["detached", "read-through"])
+@pytest.mark.parametrize("model_name", ["mmoe", "omoe", "dselect_k", "cgc", "ple"])
+def test_representation_mode_aggregates_inside_one_backward_where_the_mix_is_a_matmul(
+    model_name: str, detach: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The single-backward path is taken exactly where the mix's node reads the gates and Output.shared directly
+    and no loss reaches two towers; elsewhere the engine differentiates in two steps."""
+    from mtlkit import backward as engine
+
+    taken: list[bool] = []
+    single = engine._backward_through_mix
+
+    def spy(*args: object) -> None:
+        taken.append(True)
+        single(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine, "_backward_through_mix", spy)
+    torch.manual_seed(0)
+    _representation_grads(create_model(model_name, SCHEMA, detach_dependency=detach), "mgda", with_mix=True)
+    assert taken == ([True] if detach and model_name != "omoe" else [])
+
+
+def test_a_penalty_through_the_tower_inputs_keeps_its_plain_gradient() -> None:
+    """A penalty is differentiated outside the aggregation: its gradient at Output.shared is not aggregated, even
+    when it reads the tower inputs themselves (equal to the generic path's)."""
+    grads = {}
+    for with_mix in (True, False):
+        torch.manual_seed(0)
+        model = create_model("mmoe", SCHEMA)
+        cat, num, y = _batch(3)
+        out = model.compute(cat, num)
+        losses = torch.stack(
+            [
+                F.binary_cross_entropy_with_logits(out.logits[t], y[:, k])
+                for k, t in enumerate(("click", "buy"))
+            ]
+            + [F.mse_loss(out.logits["time"], y[:, 2])]
+        )
+        assert out.mix is not None
+        penalty = 0.3 * out.mix.inputs.square().mean()
+        mtl_backward(
+            losses,
+            model,
+            create_aggregator("mgda", SCHEMA, mode="representation"),
+            penalty=penalty,
+            shared=out.shared,
+            mix=out.mix if with_mix else None,
+        )
+        grads[with_mix] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert grads[True].keys() == grads[False].keys()
+    for pname, got in grads[True].items():
+        torch.testing.assert_close(got, grads[False][pname], atol=1e-6, rtol=1e-5, msg=pname)
+
+
+def test_an_error_inside_the_single_backward_reaches_the_caller_unchanged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The aggregation runs inside autograd's backward there: its error keeps its type and message."""
+    aggregator = create_aggregator("mgda", SCHEMA, mode="representation")
+
+    def refuse(gram: torch.Tensor) -> torch.Tensor:
+        raise MtlkitError("mgda: the Gram matrix holds nan")
+
+    monkeypatch.setattr(aggregator, "weights", refuse)
+    torch.manual_seed(0)
+    model = create_model("mmoe", SCHEMA)
+    cat, num, y = _batch(3)
+    out = model.compute(cat, num)
+    losses = torch.stack([F.mse_loss(out.logits[t], y[:, k]) for k, t in enumerate(("click", "buy", "time"))])
+    with pytest.raises(MtlkitError, match="holds nan"):
+        mtl_backward(losses, model, aggregator, shared=out.shared, mix=out.mix)
 
 
 def test_representation_mode_reduces_the_gram_matrix_not_the_rows(monkeypatch: pytest.MonkeyPatch) -> None:

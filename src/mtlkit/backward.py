@@ -23,13 +23,16 @@ data declared on its class) and computes just that:
     with the shared representation's contribution replaced by d: exact also for shared parameters that tasks
     reach along other paths (PLE's lower levels feed task experts too). When the model reports a
     :class:`~mtlkit.models.base.GatedMix` (``Output.mix``: task t's tower alone reads the gated sum
-    ``inputs[:, t]`` of the shared experts), the T rows come from one ordinary backward to ``inputs`` (the towers
-    are disjoint, so its slice t is d L_t / d inputs[:, t]) and an outer product with the gate weights, instead of
-    T vector-Jacobian products through every tower (:func:`representation_jacobian`); when nothing behind the
-    towers is also behind the mix, that backward also gives the towers' own gradients and the final backward
-    starts at the mix itself (inputs = weights @ shared): ``Output.shared`` with d, and the gate weights with
-    their plain gradient (d L / d inputs) @ shared^T, so the mix's own backward and the ``- sum_i g_i`` are
-    never formed.
+    ``inputs[:, t]`` of the shared experts), the T rows are the outer products of the gate weights with the
+    gradient at ``inputs`` (the towers are disjoint, so its slice t is d L_t / d inputs[:, t]), instead of T
+    vector-Jacobian products through every tower (:func:`representation_jacobian`). Where the node that computed
+    ``inputs`` reads the gate weights and ``Output.shared`` directly (a batched matmul: MMoE, DSelect-k, CGC,
+    PLE), all of it happens inside the one backward of sum_i L_i: a hook on that node, which receives the
+    gradient at ``inputs`` once the towers are done, hands ``Output.shared`` the direction d instead of the plain
+    sum, and the gates keep their plain gradient (:func:`_backward_through_mix`). Where ``inputs`` is a view of
+    what the mix computed (OMoE's broadcast), one backward goes through the towers and, when nothing behind the
+    towers is also behind the mix, the final one starts at the mix itself (inputs = weights @ shared):
+    ``Output.shared`` with d, and the gate weights with their plain gradient (d L / d inputs) @ shared^T.
 
   Under DDP (hooks for the coming distributed trainer): in parameter mode every process holds the same shared
   parameters, so the per-task gradient matrix is averaged across processes before aggregation
@@ -341,6 +344,11 @@ def _aggregate(
     total = losses.sum()
     if aggregator.mode == "representation":
         rep = _check_shared(shared, model, aggregator)
+        node = _mix_node(losses, rep, name, mix, model)
+        if node is not None:
+            assert mix is not None
+            _backward_through_mix(node, mix, aggregator, total, penalty)
+            return total.detach()
         passed = _through_towers(losses, total, model, name, mix, rep, set())
         if passed is not None:
             # the backward below starts at the tower inputs instead of going through the towers again
@@ -403,6 +411,53 @@ def _aggregate(
     if penalty is not None and penalty.requires_grad:
         penalty.backward()
     return total.detach()
+
+
+def _mix_node(
+    losses: Tensor, shared: Tensor, name: str, mix: GatedMix | None, model: nn.Module
+) -> Node | None:
+    """The autograd node that computed a usable gated mix's ``inputs`` directly from its ``weights`` and
+    ``shared`` (its next functions are theirs, in that order: MMoE's, DSelect-k's and PLE's batched matmul), or
+    None (no usable mix, or ``inputs`` is a view of what the mix computed, as OMoE's broadcast)."""
+    if not _usable_mix(losses, shared, name, mix, model):
+        return None
+    assert mix is not None
+    node = mix.inputs.grad_fn
+    if node is None or shared.grad_fn is None:
+        return None
+    gates = (mix.weights.grad_fn, mix.weights.output_nr if mix.weights.grad_fn is not None else 0)
+    expected = (gates, (shared.grad_fn, shared.output_nr))
+    return node if tuple(node.next_functions) == expected else None
+
+
+def _backward_through_mix(
+    node: Node, mix: GatedMix, aggregator: GradientAggregator, total: Tensor, penalty: Tensor | None
+) -> None:
+    """Representation mode in one backward of ``total``: a hook on the mix's node, which receives
+    d total / d inputs (whose slice t is d L_t / d inputs[:, t]) after the towers, replaces the gradient it hands
+    to ``shared`` (the plain sum of the task gradients there) by the aggregated direction formed from the gate
+    weights and that gradient; the gates keep their plain gradient and everything behind ``shared`` receives the
+    direction. A penalty is differentiated afterwards, without the hook (its gradient is never aggregated)."""
+
+    def replace(
+        grad_inputs: tuple[Tensor | None, ...], grad_outputs: tuple[Tensor | None, ...]
+    ) -> tuple[Tensor | None, ...] | None:
+        to_gates, to_shared = grad_inputs
+        upstream = grad_outputs[0]
+        if to_shared is None or upstream is None:
+            return None
+        direction = aggregator.shifted(GatedJacobian(mix.weights, upstream), 0.0, _all_reduce_gram)
+        return to_gates, direction.view(to_shared.shape).to(to_shared.dtype)
+
+    keep = penalty is not None and penalty.requires_grad
+    handle = node.register_hook(replace)
+    try:
+        total.backward(retain_graph=keep)
+    finally:
+        handle.remove()
+    if keep:
+        assert penalty is not None
+        penalty.backward()
 
 
 def _through_towers(
