@@ -116,3 +116,12 @@ def test_stateless_and_repr() -> None:
     method.reset()
     assert dict(method.state_dict()) == {}
     assert repr(method) == "AlignedMTL(mode='representation')"
+
+
+@pytest.mark.parametrize("entry", [(0, 0), (0, 1)], ids=["diagonal", "off-diagonal"])
+def test_a_non_finite_gram_matrix_gives_nan_weights(entry: tuple[int, int]) -> None:
+    """A NaN anywhere in G (an overflowed gradient) is reported as NaN weights, never as finite ones."""
+    gram = torch.eye(3, dtype=torch.float64)
+    gram[entry] = float("nan")
+    assert torch.isnan(balance_transformation(gram)).all()
+    assert torch.isnan(AlignedMTL(_schema(3)).weights(gram)).all()

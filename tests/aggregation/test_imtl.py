@@ -133,3 +133,17 @@ def test_repr() -> None:
     method = IMTL(_schema(2), mode="representation")
     assert repr(method) == "IMTL(mode='representation')"
     method.reset()
+
+
+def test_a_non_finite_norm_drops_that_task() -> None:
+    """A NaN or infinite squared norm marks that task dead (alpha 0, no condition), like a zero gradient; the
+    others still get equal projections."""
+    jacobian = _random(3, 6, seed=21)
+    gram = jacobian @ jacobian.T
+    for bad in (float("nan"), float("inf")):
+        broken = gram.clone()
+        broken[2, 2] = bad
+        weights = IMTL(_schema(3)).weights(broken)
+        assert float(weights[2]) == 0.0
+        pair = IMTL(_schema(2)).weights(gram[:2, :2])
+        torch.testing.assert_close(weights[:2], pair, rtol=1e-9, atol=1e-12)

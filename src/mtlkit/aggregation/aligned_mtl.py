@@ -21,28 +21,40 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from mtlkit.aggregation.base import GradientAggregator, Mode
+from mtlkit.aggregation.base import GradientAggregator, Mode, solver_lists
 from mtlkit.schema import Schema
 
 
 def balance_transformation(gram: Tensor) -> Tensor:
-    """B = sqrt(lambda_R) V_R diag(lambda_R)^(-1/2) V_R^T (float64, CPU) from a Gram matrix; zeros if G = 0."""
-    g = gram.detach().to("cpu", torch.float64)
-    g = (g + g.T) / 2
-    t = g.shape[0]
-    scale = float(g.diagonal().max()) if t else 0.0
-    if not math.isfinite(scale):
-        return torch.full((t, t), float("nan"), dtype=torch.float64)
+    """B = sqrt(lambda_R) V_R diag(lambda_R)^(-1/2) V_R^T [T, T] (float64, CPU) from a Gram matrix; zeros if G = 0,
+    NaN if an entry of G is not finite."""
+    t = gram.shape[0]
+    return torch.tensor(_balance(gram), dtype=torch.float64).reshape(t, t)
+
+
+def _balance(gram: Tensor) -> list[list[float]]:
+    """:func:`balance_transformation` as Python lists: plain Python on the T x T numbers but for one LAPACK call
+    (the eigendecomposition); inside a training step each distinct numpy or torch call costs 20-40 us
+    (docs/decisions.md)."""
+    values = solver_lists(gram)
+    t = len(values)
+    sym = [[(values[i][j] + values[j][i]) / 2 for j in range(t)] for i in range(t)]
+    if not all(math.isfinite(x) for row in sym for x in row):
+        return [[math.nan] * t for _ in range(t)]
+    scale = max((sym[i][i] for i in range(t)), default=0.0)
     if scale <= 0:
-        return torch.zeros((t, t), dtype=torch.float64)
-    eigenvalues, vectors = torch.linalg.eigh(g / scale)
+        return [[0.0] * t for _ in range(t)]
+    eigenvalues, vectors = np.linalg.eigh(np.array(sym, dtype=np.float64) / scale)
+    lam, vec = eigenvalues.tolist(), vectors.tolist()
     eps = max(torch.finfo(torch.float32).eps, torch.finfo(gram.dtype).eps)
-    keep = eigenvalues > eigenvalues.max() * t * eps
-    kept, basis = eigenvalues[keep], vectors[:, keep]
-    return kept.min().sqrt() * (basis / kept.sqrt()) @ basis.T
+    keep = [k for k in range(t) if lam[k] > max(lam) * t * eps]
+    low = math.sqrt(min(lam[k] for k in keep))
+    root = {k: math.sqrt(lam[k]) for k in keep}
+    return [[low * sum(vec[i][k] * vec[j][k] / root[k] for k in keep) for j in range(t)] for i in range(t)]
 
 
 class AlignedMTL(GradientAggregator):
@@ -64,8 +76,7 @@ class AlignedMTL(GradientAggregator):
     def weights(self, gram: Tensor) -> Tensor:
         """B @ (1/T) [T] (float64, on the Gram matrix's device); 1/T when G = 0."""
         t = gram.shape[0]
-        b = balance_transformation(gram)
-        w = torch.full((t,), 1.0 / t, dtype=torch.float64)
-        if not bool(b.any()) and bool(torch.isfinite(b).all()):
-            return w.to(gram.device)
-        return (b @ w).to(gram.device)
+        b = _balance(gram)
+        zero = all(x == 0.0 for row in b for x in row)  # G = 0: the direction is 0 whatever the weights
+        weights = [1.0 / t] * t if zero else [sum(row) / t for row in b]
+        return torch.tensor(weights, dtype=torch.float64, device=gram.device)

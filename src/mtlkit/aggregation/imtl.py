@@ -12,10 +12,10 @@ up to one scale), d.u_j = lambda for every j and sum alpha = 1 read
     [ m / n^T    0 ] [ lambda ] = [ m / max n ],     m = min_j n_j (the last row scaled to entries <= 1),
 
 one (T+1) x (T+1) system whose unknowns and entries are free of the gradients' scale. Where the paper's D U^T is
-invertible the solution is the paper's alpha. The system is solved with ``numpy.linalg.solve``; when it is
-singular (numerically: smallest singular value <= sqrt(eps) of the input dtype times the largest, e.g. identical
-gradients) the minimum-norm least-squares solution (pseudo-inverse) is used instead, which for identical
-gradients gives equal weights. A zero gradient gets alpha_i = 0 and no equation. When the constraint cannot be met
+invertible the solution is the paper's alpha. The system is solved by Gaussian elimination
+(:func:`~mtlkit.aggregation.base.solve_lists`); when it is singular (numerically: smallest singular value <=
+sqrt(eps) of the input dtype times the largest, e.g. identical gradients) the minimum-norm least-squares solution
+(pseudo-inverse) is used instead, which for identical gradients gives equal weights. A zero gradient gets alpha_i = 0 and no equation. When the constraint cannot be met
 (sum alpha = 0) the weights are 0.
 
 Scale convention: identical task gradients g give g (weights 1/T). Opposite gradients give 0. The common
@@ -30,43 +30,48 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mtlkit.aggregation.base import GradientAggregator, Mode, solver_array, weights_tensor
+from mtlkit.aggregation.base import GradientAggregator, Mode, solve_lists, solver_lists, weights_tensor
 from mtlkit.schema import Schema
 
 
-def imtl_weights(cosine: np.ndarray, norms: np.ndarray, rtol: float) -> np.ndarray:
-    """alpha [T] from the cosine matrix [T, T] and the gradient norms [T] (float64 numpy; see module docstring)."""
-    t = norms.shape[0]
-    live = np.isfinite(norms) & (norms > 0)
-    if not live.any():
-        return np.zeros(t)
-    top = norms[live].max()
-    rel = np.where(live, norms / top, 1.0)  # in (0, 1] for live tasks
-    inv = np.where(live, 1.0 / rel, 0.0)
-    both = live[:, None] & live[None, :]
-    c = np.where(both, np.clip(cosine, -1.0, 1.0), 0.0)
-    np.fill_diagonal(c, 1.0)  # unit vectors, exact 1 despite rounding; a dead task: beta_i = 0, no condition
-    system = np.zeros((t + 1, t + 1))
-    system[:t, :t] = c
-    system[:t, t] = np.where(live, -1.0, 0.0)
-    scale = inv.max()
-    system[t, :t] = inv / scale
-    rhs = np.zeros(t + 1)
-    rhs[t] = 1.0 / scale
-    singular = np.linalg.svd(system, compute_uv=False)
-    solution = None
-    if singular[-1] > rtol * singular[0]:
-        try:
-            solution = np.linalg.solve(system, rhs)
-        except np.linalg.LinAlgError:
-            solution = None
-    if solution is None or not np.isfinite(solution).all():
-        solution = np.linalg.pinv(system, rcond=rtol) @ rhs
-    alpha = np.where(live, solution[:t] * inv, 0.0)
-    total = alpha.sum()
-    if not np.isfinite(alpha).all() or abs(total) <= rtol * np.abs(alpha).sum():
-        return np.zeros_like(alpha)
-    return alpha / total  # sum exactly 1 (a no-op up to rounding when the system was solved exactly)
+def imtl_weights(cosine: list[list[float]], norms: list[float], rtol: float) -> list[float]:
+    """alpha [T] from the cosine matrix [T, T] and the gradient norms [T] (see the module docstring).
+
+    Plain Python on the (T+1) x (T+1) numbers but for one LAPACK call (the singular values that decide whether
+    the system is solved or least-squared): inside a training step each distinct numpy call costs 20-40 us
+    (docs/decisions.md)."""
+    t = len(norms)
+    live = [math.isfinite(n) and n > 0 for n in norms]
+    if not any(live):
+        return [0.0] * t
+    top = max(n for n, alive in zip(norms, live, strict=True) if alive)
+    inv = [
+        1.0 / (n / top) if alive else 0.0 for n, alive in zip(norms, live, strict=True)
+    ]  # >= 1 for live tasks
+    scale = max(inv)
+    # unit vectors: an exact 1 on the diagonal despite rounding; a dead task: beta_i = 0 and no condition
+    system = [
+        [
+            1.0 if i == j else min(1.0, max(-1.0, cosine[i][j])) if live[i] and live[j] else 0.0
+            for j in range(t)
+        ]
+        + [-1.0 if live[i] else 0.0]
+        for i in range(t)
+    ]
+    system.append([x / scale for x in inv] + [0.0])
+    rhs = [0.0] * t + [1.0 / scale]
+    matrix = np.array(system, dtype=np.float64)
+    singular = np.linalg.svd(matrix, compute_uv=False).tolist()
+    solution = solve_lists(system, rhs) if singular[-1] > rtol * singular[0] else None
+    if solution is None or not all(math.isfinite(x) for x in solution):
+        solution = (np.linalg.pinv(matrix, rcond=rtol) @ np.array(rhs)).tolist()
+    alpha = [x * y if alive else 0.0 for x, y, alive in zip(solution, inv, live, strict=False)]
+    total = sum(alpha)
+    if not all(math.isfinite(x) for x in alpha) or abs(total) <= rtol * sum(abs(x) for x in alpha):
+        return [0.0] * t
+    return [
+        x / total for x in alpha
+    ]  # sum exactly 1 (a no-op up to rounding when the system was solved exactly)
 
 
 class IMTL(GradientAggregator):
@@ -83,10 +88,10 @@ class IMTL(GradientAggregator):
         super().__init__(schema, mode)
 
     def weights(self, gram: Tensor) -> Tensor:
-        g = solver_array(gram)
-        norms = np.sqrt(np.clip(np.diagonal(g), 0.0, None))
-        inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
-        cosine = g * inv[:, None] * inv[None, :]
+        g = solver_lists(gram)
+        norms = [math.sqrt(max(row[i], 0.0)) for i, row in enumerate(g)]  # NaN stays NaN
+        inv = [1.0 / n if n > 0 else 0.0 for n in norms]
+        cosine = [[x * inv[i] * inv[j] for j, x in enumerate(row)] for i, row in enumerate(g)]
         # the Gram matrix is float64 but, for float32 gradients, only float32-accurate: singularity is judged at
         # that precision
         rtol = math.sqrt(max(torch.finfo(torch.float32).eps, torch.finfo(gram.dtype).eps))
