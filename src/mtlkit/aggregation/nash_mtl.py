@@ -7,7 +7,7 @@ The update is the Nash bargaining solution d = sum_i alpha_i g_i, where alpha > 
 with G = J J^T the Gram matrix of the task gradients. Each task's directional derivative along d is
 g_i . d = 1 / alpha_i > 0, and alpha^T G alpha = T, so ||d|| = sqrt(T) whatever the gradient scale.
 
-Solver (in-process, torch only, float64 on the [T, T] matrix, on the CPU): alpha is the unique minimiser of the
+Solver (in-process, float64 on the [T, T] matrix, on the CPU): alpha is the unique minimiser of the
 strictly convex, self-concordant barrier phi(alpha) = 1/2 alpha^T G alpha - sum_i log alpha_i (its gradient is
 G alpha - 1 / alpha). Newton's method in the scaled variable alpha = alpha_k * (1 + y):
 
@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mtlkit.aggregation.base import GradientAggregator, Mode, psd_unit_diagonal
+from mtlkit.aggregation.base import SMALL_SYSTEM, GradientAggregator, Mode, psd_unit_diagonal, solve_lists
 from mtlkit.schema import Schema
 
 #: Ridge added to the normalised Gram matrix (max diagonal 1) so that alpha stays finite on degenerate input.
@@ -55,41 +55,85 @@ FULL_STEP_DECREMENT = 0.25
 def solve_nash(gram: Tensor, max_iter: int = 50, tol: float = 1e-8) -> Tensor:
     """alpha > 0 with alpha_i (G alpha)_i = 1 for all i (float64, on the CPU); zeros for an all-zero G.
 
-    Damped Newton on phi(alpha) = alpha^T G alpha / 2 - sum_i log alpha_i, in numpy (each iteration is a few
-    operations on T numbers, where torch's per-call overhead would dominate)."""
+    Damped Newton on phi(alpha) = alpha^T G alpha / 2 - sum_i log alpha_i. The iterates are Python floats: each
+    iteration is a few operations on T numbers, where every distinct numpy or torch call costs 20-40 us inside a
+    training step (docs/decisions.md); the two T x T operations (G alpha and the Newton system) run in plain
+    Python up to ``SMALL_SYSTEM`` tasks and in numpy beyond (:class:`_Barrier`)."""
     g, scale = psd_unit_diagonal(gram, RIDGE)
     t = g.shape[0]
     if scale == 0.0:
         return torch.zeros(t, dtype=torch.float64)
     if not math.isfinite(scale):
         return torch.full((t,), float("nan"), dtype=torch.float64)
-    eye = np.eye(t)
-
-    def phi(a: np.ndarray) -> float:
-        return float(0.5 * a @ g @ a - np.log(a).sum())
-
-    alpha = 1.0 / np.sqrt(np.diagonal(g))
-    alpha = alpha * math.sqrt(t / float(alpha @ g @ alpha))
+    barrier = _Barrier(g)
+    alpha = [1.0 / math.sqrt(x) for x in barrier.diagonal]
+    start = math.sqrt(t / _dot(alpha, barrier.times(alpha)))
+    alpha = [a * start for a in alpha]
     for _ in range(max_iter):
-        residual = alpha * (g @ alpha) - 1.0
-        if float(np.abs(residual).max()) <= tol:
+        g_alpha = barrier.times(alpha)
+        residual = [a * x - 1.0 for a, x in zip(alpha, g_alpha, strict=True)]
+        if max(abs(r) for r in residual) <= tol:
             break
-        hessian = alpha[:, None] * g * alpha[None, :] + eye
-        y = np.linalg.solve(hessian, -residual)
-        slope = float(residual @ y)  # directional derivative of phi along alpha * y (< 0)
+        y = barrier.newton(alpha, residual)
+        slope = _dot(residual, y)  # directional derivative of phi along alpha * y (< 0)
         decrement = math.sqrt(max(-slope, 0.0))
         if decrement < FULL_STEP_DECREMENT:
             step = 1.0
         else:
             damped = 1.0 / (1.0 + decrement)
-            negative = y < 0
-            step = min(1.0, 0.99 / float((-y[negative]).max())) if bool(negative.any()) else 1.0
-            current = phi(alpha)
-            while step > damped and phi(alpha * (1 + step * y)) > current + 1e-4 * step * slope:
+            reach = max((-v for v in y if v < 0), default=0.0)
+            step = min(1.0, 0.99 / reach) if reach > 0 else 1.0
+            current = barrier.phi(alpha, g_alpha)
+            while step > damped:
+                trial = [a * (1 + step * v) for a, v in zip(alpha, y, strict=True)]
+                if barrier.phi(trial) <= current + 1e-4 * step * slope:
+                    break
                 step *= 0.5
             step = max(step, damped)
-        alpha = alpha * (1 + step * y)
-    return torch.from_numpy(alpha / math.sqrt(scale))
+        alpha = [a * (1 + step * v) for a, v in zip(alpha, y, strict=True)]
+    root = math.sqrt(scale)
+    return torch.tensor([a / root for a in alpha], dtype=torch.float64)
+
+
+def _dot(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True))
+
+
+class _Barrier:
+    """The T x T operations of Nash-MTL's Newton iteration on the conditioned Gram matrix G: Python floats up to
+    ``SMALL_SYSTEM`` tasks, numpy beyond (where T^2 Python operations per call cost more than numpy's calls)."""
+
+    def __init__(self, g: np.ndarray) -> None:
+        self.array = g
+        self.small = g.shape[0] <= SMALL_SYSTEM
+        self.rows = g.tolist()
+        self.diagonal = [row[i] for i, row in enumerate(self.rows)]
+
+    def times(self, a: list[float]) -> list[float]:
+        """G a."""
+        if self.small:
+            return [_dot(row, a) for row in self.rows]
+        return (self.array @ np.array(a)).tolist()
+
+    def phi(self, a: list[float], g_a: list[float] | None = None) -> float:
+        """a^T G a / 2 - sum_i log a_i (``g_a``: G a when already known); +inf outside a > 0."""
+        if min(a) <= 0.0:
+            return math.inf
+        return 0.5 * _dot(a, self.times(a) if g_a is None else g_a) - sum(math.log(x) for x in a)
+
+    def newton(self, a: list[float], residual: list[float]) -> list[float]:
+        """y with (D G D + I) y = -residual, D = diag(a) (eigenvalues >= 1: always solvable)."""
+        if self.small:
+            system = [
+                [a[i] * x * a[j] + (1.0 if i == j else 0.0) for j, x in enumerate(row)]
+                for i, row in enumerate(self.rows)
+            ]
+            solution = solve_lists(system, [-r for r in residual])
+            assert solution is not None  # positive definite
+            return solution
+        d = np.array(a)
+        system = d[:, None] * self.array * d[None, :] + np.eye(len(a))
+        return np.linalg.solve(system, -np.array(residual)).tolist()
 
 
 class NashMTL(GradientAggregator):
