@@ -132,3 +132,24 @@ def test_stateless_and_repr() -> None:
     method.reset()
     assert dict(method.state_dict()) == {}
     assert repr(method) == "UPGrad(mode='parameter')"
+
+
+@pytest.mark.parametrize("t", [3, 5, 8])
+def test_the_python_and_numpy_active_sets_agree(t: int) -> None:
+    """Up to SMALL_SYSTEM tasks the QPs run on Python floats, beyond in numpy: both give the same projection on
+    conflicting gradients (fewer dimensions than tasks: rank-deficient, many active bounds). On a singular G the
+    weights w_i themselves are determined only up to the ridge; J (J^T w_i) = G w_i, the projection seen by every
+    task, is unique."""
+    import numpy as np
+
+    from mtlkit.aggregation.base import psd_unit_diagonal
+    from mtlkit.aggregation.upgrad import RIDGE, _project_weights, _project_weights_array
+
+    for seed in range(4):
+        jac = _random_jacobian(t, max(2, t - 2), seed)
+        g, _ = psd_unit_diagonal(jac @ jac.T, RIDGE)
+        for i in range(t):
+            fast, reference = _project_weights(g, i), _project_weights_array(np.array(g), i)
+            np.testing.assert_allclose(np.array(g) @ fast, np.array(g) @ reference, rtol=0, atol=1e-9)
+            assert min(fast) >= 0.0
+            assert fast[i] >= 1.0

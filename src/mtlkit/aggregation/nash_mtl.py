@@ -60,7 +60,7 @@ def solve_nash(gram: Tensor, max_iter: int = 50, tol: float = 1e-8) -> Tensor:
     training step (docs/decisions.md); the two T x T operations (G alpha and the Newton system) run in plain
     Python up to ``SMALL_SYSTEM`` tasks and in numpy beyond (:class:`_Barrier`)."""
     g, scale = psd_unit_diagonal(gram, RIDGE)
-    t = g.shape[0]
+    t = len(g)
     if scale == 0.0:
         return torch.zeros(t, dtype=torch.float64)
     if not math.isfinite(scale):
@@ -103,11 +103,11 @@ class _Barrier:
     """The T x T operations of Nash-MTL's Newton iteration on the conditioned Gram matrix G: Python floats up to
     ``SMALL_SYSTEM`` tasks, numpy beyond (where T^2 Python operations per call cost more than numpy's calls)."""
 
-    def __init__(self, g: np.ndarray) -> None:
-        self.array = g
-        self.small = g.shape[0] <= SMALL_SYSTEM
-        self.rows = g.tolist()
-        self.diagonal = [row[i] for i, row in enumerate(self.rows)]
+    def __init__(self, g: list[list[float]]) -> None:
+        self.rows = g
+        self.small = len(g) <= SMALL_SYSTEM
+        self.array = np.empty((0, 0)) if self.small else np.array(g, dtype=np.float64)
+        self.diagonal = [row[i] for i, row in enumerate(g)]
 
     def times(self, a: list[float]) -> list[float]:
         """G a."""

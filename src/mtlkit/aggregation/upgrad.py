@@ -12,9 +12,9 @@ conflict (G >= 0 entrywise) every w_i = e_i and d is the mean; identical gradien
 weights do not depend on the scale of the gradients (d is proportional to it).
 
 Solver: an exact primal active-set method (Lawson-Hanson for bound-constrained QPs) per task, in float64 on the
-CPU: free the variable with the most negative gradient, solve the equality-constrained problem on the free set
-(one Cholesky-sized solve), step back to feasibility while a free variable would turn negative, repeat until
-the KKT conditions hold to 1e-12. Each solve costs O(k^3) for k free variables and a QP takes at most a few
+CPU (on Python floats up to ``SMALL_SYSTEM`` tasks, numpy beyond): free the variable with the most negative
+gradient, solve the equality-constrained problem on the free set (one Cholesky-sized solve), step back to
+feasibility while a free variable would turn negative, repeat until the KKT conditions hold to 1e-12. Each solve costs O(k^3) for k free variables and a QP takes at most a few
 times T of them in practice, so the T QPs cost about O(T^5) flops in the worst case: nothing for T <= 20.
 
 Numerics: G is symmetrised, divided by its largest diagonal entry, its eigenvalues are clipped at 0 (only when
@@ -28,12 +28,13 @@ a larger ridge (1e-4); the results agree up to that regularisation.
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from mtlkit.aggregation.base import GradientAggregator, Mode, psd_unit_diagonal
+from mtlkit.aggregation.base import SMALL_SYSTEM, GradientAggregator, Mode, psd_unit_diagonal, solve_lists
 from mtlkit.schema import Schema
 
 #: Ridge added to the normalised Gram matrix (max diagonal 1) so that every free-set system is solvable.
@@ -44,13 +45,65 @@ KKT_TOL = 1e-12
 
 def project_weights(g: Tensor, i: int) -> Tensor:
     """w = argmin_{w >= e_i} w^T G w for a positive definite G (float64): exact active-set solution."""
-    w = _project_weights(g.detach().cpu().double().numpy(), i)
-    return torch.from_numpy(w).to(device=g.device)
+    (w,) = _projections(g.detach().to(torch.float64).tolist(), [i])
+    return torch.tensor(w, dtype=torch.float64, device=g.device)
 
 
-def _project_weights(g: np.ndarray, i: int) -> np.ndarray:
-    """:func:`project_weights` on a numpy matrix: the iterations are a few operations on T numbers each, where
-    torch's per-call overhead would dominate."""
+def _projections(g: list[list[float]], tasks: list[int]) -> list[list[float]]:
+    """w_i for each task i of ``tasks``: on Python floats up to ``SMALL_SYSTEM`` tasks, numpy beyond."""
+    if len(g) <= SMALL_SYSTEM:
+        return [_project_weights(g, i) for i in tasks]
+    array = np.array(g, dtype=np.float64)
+    return [_project_weights_array(array, i).tolist() for i in tasks]
+
+
+def _project_weights(g: list[list[float]], i: int) -> list[float]:
+    """:func:`project_weights` on Python floats, up to ``SMALL_SYSTEM`` tasks: each iteration is a few operations
+    on T numbers, where every distinct numpy or torch call costs 20-40 us inside a training step
+    (docs/decisions.md); the free-set systems are solved by :func:`~mtlkit.aggregation.base.solve_lists`."""
+    t = len(g)
+    c = [row[i] for row in g]
+    lam = [0.0] * t
+    free = [False] * t
+    for _ in range(3 * t + 10):  # the method is finite; the cap only guards against rounding cycles
+        grad = [sum(x * y for x, y in zip(row, lam, strict=True)) + cj for row, cj in zip(g, c, strict=True)]
+        entering, lowest = -1, -KKT_TOL
+        for j in range(t):
+            if not free[j] and grad[j] < lowest:
+                entering, lowest = j, grad[j]
+        if entering < 0:
+            break
+        free[entering] = True
+        for _ in range(t):
+            idx = [j for j in range(t) if free[j]]
+            solution = solve_lists([[g[a][b] for b in idx] for a in idx], [-c[a] for a in idx])
+            assert solution is not None  # G is positive definite, so is every principal block
+            z = [0.0] * t
+            for a, value in zip(idx, solution, strict=True):
+                z[a] = value
+            if all(z[a] > 0 for a in idx):
+                lam = z
+                break
+            # step from lam (feasible) towards z until the first free variable reaches 0, and bind it
+            first, ratio = -1, math.inf
+            for a in idx:
+                if z[a] <= 0:
+                    gap = lam[a] - z[a]
+                    r = lam[a] / max(gap, sys.float_info.min) if gap > 0 else 0.0
+                    if r < ratio:
+                        first, ratio = a, r
+            lam = [x + ratio * (y - x) for x, y in zip(lam, z, strict=True)]
+            free[first] = False
+            free = [f and x > 0 for f, x in zip(free, lam, strict=True)]
+            lam = [x if f else 0.0 for x, f in zip(lam, free, strict=True)]
+    w = lam
+    w[i] += 1.0
+    return w
+
+
+def _project_weights_array(g: np.ndarray, i: int) -> np.ndarray:
+    """:func:`_project_weights` in numpy, for more than ``SMALL_SYSTEM`` tasks (where the T^2 Python operations
+    per iteration cost more than numpy's calls: 8.2 vs 3.8 ms for the T QPs at T = 20, measured)."""
     t = g.shape[0]
     c = g[:, i]
     lam = np.zeros(t)
@@ -104,8 +157,10 @@ class UPGrad(GradientAggregator):
         t = gram.shape[0]
         g, scale = psd_unit_diagonal(gram, RIDGE)
         if scale == 0.0:
-            return torch.full((t,), 1.0 / t, dtype=torch.float64, device=gram.device)
-        if not math.isfinite(scale) or not bool(np.isfinite(g).all()):
-            return torch.full((t,), float("nan"), dtype=torch.float64, device=gram.device)
-        w = np.mean([_project_weights(g, i) for i in range(t)], axis=0)
-        return torch.from_numpy(w).to(gram.device)
+            weights = [1.0 / t] * t
+        elif not math.isfinite(scale):
+            weights = [math.nan] * t
+        else:
+            projected = _projections(g, list(range(t)))
+            weights = [sum(column) / t for column in zip(*projected, strict=True)]
+        return torch.tensor(weights, dtype=torch.float64, device=gram.device)
