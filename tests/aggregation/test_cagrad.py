@@ -80,13 +80,13 @@ def _optimality_gap(gram: torch.Tensor, w: torch.Tensor, c: float) -> float:
     return spread + below
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(16))
 def test_solution_meets_the_optimality_conditions(seed: int) -> None:
-    """3 to 6 tasks, some pairs in conflict: the solver's w* satisfies the convex problem's KKT conditions to
-    1e-9 (the closed-form finish on the support; projected gradient alone stops ~1e-6 away) and is no worse than
-    1,000 plain projected-gradient steps."""
+    """3 to 10 tasks (Python products up to SMALL_SYSTEM, numpy beyond), some pairs in conflict: the solver's w*
+    satisfies the convex problem's KKT conditions to 1e-9 (the closed-form finish on the support; projected
+    gradient alone stops ~1e-6 away) and is no worse than 1,000 plain projected-gradient steps."""
     gen = torch.Generator().manual_seed(seed)
-    t = 3 + seed % 4
+    t = 3 + seed % 8
     jac = torch.randn(t, 8, generator=gen, dtype=torch.float64)
     jac[1] -= 0.8 * jac[0]
     gram = jac @ jac.T

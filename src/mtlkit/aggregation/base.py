@@ -270,6 +270,32 @@ def solve_lists(a: list[list[float]], b: list[float]) -> list[float] | None:
     return x
 
 
+class SmallGram:
+    """A symmetric float64 T x T matrix (lists) for the per-step solvers whose iterates are Python floats: its
+    products with a vector run in plain Python up to ``SMALL_SYSTEM`` rows and in numpy beyond, where T^2 Python
+    operations cost more than numpy's calls (see :func:`solve_lists`)."""
+
+    def __init__(self, rows: list[list[float]]) -> None:
+        self.rows = rows
+        self.small = len(rows) <= SMALL_SYSTEM
+        self.array = np.empty((0, 0)) if self.small else np.array(rows, dtype=np.float64)
+
+    def times(self, v: list[float]) -> list[float]:
+        """G v."""
+        if self.small:
+            return [sum(x * y for x, y in zip(row, v, strict=True)) for row in self.rows]
+        return (self.array @ np.array(v, dtype=np.float64)).tolist()
+
+    def block(self, index: list[int]) -> list[list[float]]:
+        """The principal block G[index, index]."""
+        return [[self.rows[i][j] for j in index] for i in index]
+
+
+def dot(a: list[float], b: list[float]) -> float:
+    """a . b for Python lists."""
+    return sum(x * y for x, y in zip(a, b, strict=True))
+
+
 def _positive_definite(a: list[list[float]]) -> bool:
     """Whether a symmetric matrix (lists) has a Cholesky factorisation: in plain Python up to ``SMALL_SYSTEM``
     rows (see :func:`solve_lists`), numpy beyond."""

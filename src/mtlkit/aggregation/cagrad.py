@@ -36,11 +36,18 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from mtlkit.aggregation.base import GradientAggregator, Mode, solver_array, unit_diagonal, weights_tensor
+from mtlkit.aggregation.base import (
+    GradientAggregator,
+    Mode,
+    SmallGram,
+    dot,
+    solve_lists,
+    unit_diagonal_lists,
+    weights_tensor,
+)
 from mtlkit.schema import Schema
 
 RESCALES = (0, 1, 2)
@@ -52,18 +59,20 @@ _ZERO_NORM = 1e-12
 _KKT_TOL = 1e-10
 
 
-def _project(v: np.ndarray) -> np.ndarray:
-    """The Euclidean projection of v [T] onto {w >= 0, sum w = 1} (Duchi et al., ICML 2008), in numpy."""
-    u = np.sort(v)[::-1]
-    css = np.cumsum(u) - 1.0
-    rho = int(np.nonzero(u - css / np.arange(1, v.size + 1) > 0)[0].max())
-    return np.maximum(v - css[rho] / (rho + 1), 0.0)
+def _project(v: list[float]) -> list[float]:
+    """The Euclidean projection of v [T] onto {w >= 0, sum w = 1} (Duchi et al., ICML 2008), on Python floats."""
+    total, theta = 0.0, 0.0
+    for j, x in enumerate(sorted(v, reverse=True), start=1):
+        total += x
+        if x - (total - 1.0) / j > 0:  # holds for a prefix of the sorted values: theta of the last one
+            theta = (total - 1.0) / j
+    return [max(x - theta, 0.0) for x in v]
 
 
 def project_to_simplex(v: Tensor) -> Tensor:
     """The Euclidean projection of v [T] onto {w >= 0, sum w = 1} (Duchi et al., ICML 2008)."""
-    projected = _project(v.detach().cpu().double().numpy())
-    return torch.from_numpy(projected).to(dtype=v.dtype, device=v.device)
+    projected = _project(v.detach().to(torch.float64).tolist())
+    return torch.tensor(projected, dtype=v.dtype, device=v.device)
 
 
 def cagrad_objective(gram: Tensor, w: Tensor, c: float) -> float:
@@ -75,72 +84,71 @@ def cagrad_objective(gram: Tensor, w: Tensor, c: float) -> float:
 
 
 def cagrad_solve(gram: Tensor, c: float) -> Tensor:
-    """w* [T] (float64, CPU) minimising :func:`cagrad_objective` on the simplex.
-
-    The iterations run on a numpy copy of the [T, T] matrix: each is a few operations on T numbers, where torch's
-    per-call overhead would dominate.
-    """
-    return torch.from_numpy(cagrad_array(unit_diagonal(solver_array(gram)), c))
+    """w* [T] (float64, CPU) minimising :func:`cagrad_objective` on the simplex."""
+    return torch.tensor(cagrad_lists(SmallGram(unit_diagonal_lists(gram)), c), dtype=torch.float64)
 
 
 def _support_solution(
-    g: np.ndarray, a: np.ndarray, k: float, support: list[int]
-) -> tuple[np.ndarray, float] | None:
+    g: SmallGram, a: list[float], k: float, support: list[int]
+) -> tuple[list[float], float] | None:
     """The stationary point (w, lambda) of the problem restricted to ``support`` (see the module docstring), or
     None when the Gram block is singular or the quadratic has no admissible root."""
-    block = g[np.ix_(support, support)]
-    rhs = np.stack([np.ones(len(support)), a[support]], axis=1)
-    try:
-        solved = np.linalg.solve(block, rhs)
-    except np.linalg.LinAlgError:
+    block = g.block(support)
+    p = solve_lists(block, [1.0] * len(support))
+    q = solve_lists(block, [a[i] for i in support])
+    if p is None or q is None:
         return None
-    p, q = solved[:, 0], solved[:, 1]
-    big_a, big_b, big_c = float(p.sum()), float(q.sum()), float(a[support] @ q)
+    big_a, big_b, big_c = sum(p), sum(q), dot([a[i] for i in support], q)
     discriminant = big_b * big_b - big_a * (big_c - k * k)
     if not (big_a > 0.0 and discriminant > 0.0 and math.isfinite(discriminant)):
         return None
     root = math.sqrt(discriminant)
     lam = (big_b + root) / big_a
-    w = np.zeros(g.shape[0])
-    w[support] = (lam * p - q) / root
+    w = [0.0] * len(a)
+    for i, pi, qi in zip(support, p, q, strict=True):
+        w[i] = (lam * pi - qi) / root
     return w, lam
 
 
-def _certified(g: np.ndarray, a: np.ndarray, k: float, support: list[int]) -> np.ndarray | None:
+def _certified(g: SmallGram, a: list[float], k: float, support: list[int]) -> list[float] | None:
     """The optimum, when the stationary point on ``support`` (see :func:`_support_solution`) satisfies the
     optimality conditions (nonnegative on the support, a_i + k (G w)_i / ||g_w|| >= lambda off it); else None."""
     found = _support_solution(g, a, k, support)
     if found is None:
         return None
     w, lam = found
-    if bool((w < -_KKT_TOL).any()):
+    if any(x < -_KKT_TOL for x in w) or not all(math.isfinite(x) for x in w):
         return None
-    w = np.maximum(w, 0.0)
-    gw = g @ w
-    norm = math.sqrt(max(float(w @ gw), 0.0))
+    w = [max(x, 0.0) for x in w]
+    gw = g.times(w)
+    norm = math.sqrt(max(dot(w, gw), 0.0))
     if norm <= _ZERO_NORM:
         return None
-    slack = a + (k / norm) * gw - lam
-    if float(slack.min()) < -_KKT_TOL * max(1.0, abs(lam)):
+    slack = min(ai + (k / norm) * x - lam for ai, x in zip(a, gw, strict=True))
+    if slack < -_KKT_TOL * max(1.0, abs(lam)):
         return None
-    return w / w.sum()
+    total = sum(w)
+    return [x / total for x in w]
 
 
-def cagrad_array(g: np.ndarray, c: float) -> np.ndarray:
-    """:func:`cagrad_solve` on a float64 numpy Gram matrix already divided by its largest diagonal entry
-    (:func:`~mtlkit.aggregation.base.unit_diagonal`: the callers need that matrix too)."""
-    t = g.shape[0]
-    mean = np.full(t, 1.0 / t)
-    g_mean = g @ mean
-    k = c * math.sqrt(max(float(mean @ g_mean), 0.0))  # sqrt(phi) on the normalised scale
+def cagrad_lists(g: SmallGram, c: float) -> list[float]:
+    """:func:`cagrad_solve` on a Gram matrix already divided by its largest diagonal entry
+    (:func:`~mtlkit.aggregation.base.unit_diagonal_lists`: the callers need that matrix too). The iterates are
+    Python floats: each step is a few operations on T numbers, where every distinct numpy or torch call costs
+    20-40 us inside a training step (docs/decisions.md); G's products and solves switch to numpy beyond
+    ``SMALL_SYSTEM`` tasks (:class:`~mtlkit.aggregation.base.SmallGram`, :func:`~mtlkit.aggregation.base.solve_lists`)."""
+    t = len(g.rows)
+    mean = [1.0 / t] * t
+    g_mean = g.times(mean)
+    k = c * math.sqrt(max(dot(mean, g_mean), 0.0))  # sqrt(phi) on the normalised scale
 
-    def value(w: np.ndarray) -> float:
-        return float(w @ g_mean) + k * math.sqrt(max(float(w @ g @ w), 0.0))
+    def value(w: list[float]) -> float:
+        return dot(w, g_mean) + k * math.sqrt(max(dot(w, g.times(w)), 0.0))
 
     tried: set[tuple[int, ...]] = set()
 
-    def finish(w: np.ndarray) -> np.ndarray | None:
-        support = tuple(np.flatnonzero(w).tolist())
+    def finish(w: list[float]) -> list[float] | None:
+        support = tuple(i for i, x in enumerate(w) if x != 0.0)
         if k <= 0.0 or support in tried:
             return None
         tried.add(support)
@@ -152,17 +160,17 @@ def cagrad_array(g: np.ndarray, c: float) -> np.ndarray:
         exact = finish(w)
         if exact is not None:
             return exact
-        gw = g @ w
-        norm = math.sqrt(max(float(w @ gw), 0.0))
-        grad = g_mean + (k / norm) * gw if norm > _ZERO_NORM else g_mean
+        gw = g.times(w)
+        norm = math.sqrt(max(dot(w, gw), 0.0))
+        grad = [a + (k / norm) * x for a, x in zip(g_mean, gw, strict=True)] if norm > _ZERO_NORM else g_mean
         while True:
-            cand = _project(w - step * grad)
-            diff = cand - w
+            cand = _project([x - step * y for x, y in zip(w, grad, strict=True)])
+            diff = [x - y for x, y in zip(cand, w, strict=True)]
             fc = value(cand)
-            if fc <= fw + float(grad @ diff) + float(diff @ diff) / (2.0 * step) or step < 1e-20:
+            if fc <= fw + dot(grad, diff) + dot(diff, diff) / (2.0 * step) or step < 1e-20:
                 break
             step *= 0.5
-        if fc >= fw or float(np.abs(diff).max()) < 1e-15:
+        if fc >= fw or max(abs(x) for x in diff) < 1e-15:
             break
         w, fw = cand, fc
         step *= 2.0
@@ -200,13 +208,13 @@ class CAGrad(GradientAggregator):
 
     def weights(self, gram: Tensor) -> Tensor:
         t = gram.shape[0]
-        weights = np.full(t, 1.0 / t)
+        weights = [1.0 / t] * t
         if self.c > 0.0 and t > 0:
-            g = unit_diagonal(solver_array(gram))
-            w = cagrad_array(g, self.c)
-            k = self.c * math.sqrt(max(float(weights @ g @ weights), 0.0))
-            norm = math.sqrt(max(float(w @ g @ w), 0.0))
+            g = SmallGram(unit_diagonal_lists(gram))
+            w = cagrad_lists(g, self.c)
+            k = self.c * math.sqrt(max(dot(weights, g.times(weights)), 0.0))
+            norm = math.sqrt(max(dot(w, g.times(w)), 0.0))
             if norm > _ZERO_NORM:
-                weights = weights + (k / norm) * w
+                weights = [x + (k / norm) * y for x, y in zip(weights, w, strict=True)]
         divisor = (1.0, 1.0 + self.c**2, 1.0 + self.c)[self.rescale]
-        return weights_tensor(weights / divisor, gram)
+        return weights_tensor([x / divisor for x in weights], gram)

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mtlkit.aggregation.base import SMALL_SYSTEM, GradientAggregator, Mode, psd_unit_diagonal, solve_lists
+from mtlkit.aggregation.base import GradientAggregator, Mode, SmallGram, dot, psd_unit_diagonal, solve_lists
 from mtlkit.schema import Schema
 
 #: Ridge added to the normalised Gram matrix (max diagonal 1) so that alpha stays finite on degenerate input.
@@ -67,7 +67,7 @@ def solve_nash(gram: Tensor, max_iter: int = 50, tol: float = 1e-8) -> Tensor:
         return torch.full((t,), float("nan"), dtype=torch.float64)
     barrier = _Barrier(g)
     alpha = [1.0 / math.sqrt(x) for x in barrier.diagonal]
-    start = math.sqrt(t / _dot(alpha, barrier.times(alpha)))
+    start = math.sqrt(t / dot(alpha, barrier.times(alpha)))
     alpha = [a * start for a in alpha]
     for _ in range(max_iter):
         g_alpha = barrier.times(alpha)
@@ -75,7 +75,7 @@ def solve_nash(gram: Tensor, max_iter: int = 50, tol: float = 1e-8) -> Tensor:
         if max(abs(r) for r in residual) <= tol:
             break
         y = barrier.newton(alpha, residual)
-        slope = _dot(residual, y)  # directional derivative of phi along alpha * y (< 0)
+        slope = dot(residual, y)  # directional derivative of phi along alpha * y (< 0)
         decrement = math.sqrt(max(-slope, 0.0))
         if decrement < FULL_STEP_DECREMENT:
             step = 1.0
@@ -95,31 +95,19 @@ def solve_nash(gram: Tensor, max_iter: int = 50, tol: float = 1e-8) -> Tensor:
     return torch.tensor([a / root for a in alpha], dtype=torch.float64)
 
 
-def _dot(a: list[float], b: list[float]) -> float:
-    return sum(x * y for x, y in zip(a, b, strict=True))
-
-
-class _Barrier:
+class _Barrier(SmallGram):
     """The T x T operations of Nash-MTL's Newton iteration on the conditioned Gram matrix G: Python floats up to
-    ``SMALL_SYSTEM`` tasks, numpy beyond (where T^2 Python operations per call cost more than numpy's calls)."""
+    ``SMALL_SYSTEM`` tasks, numpy beyond (:class:`~mtlkit.aggregation.base.SmallGram`)."""
 
     def __init__(self, g: list[list[float]]) -> None:
-        self.rows = g
-        self.small = len(g) <= SMALL_SYSTEM
-        self.array = np.empty((0, 0)) if self.small else np.array(g, dtype=np.float64)
+        super().__init__(g)
         self.diagonal = [row[i] for i, row in enumerate(g)]
-
-    def times(self, a: list[float]) -> list[float]:
-        """G a."""
-        if self.small:
-            return [_dot(row, a) for row in self.rows]
-        return (self.array @ np.array(a)).tolist()
 
     def phi(self, a: list[float], g_a: list[float] | None = None) -> float:
         """a^T G a / 2 - sum_i log a_i (``g_a``: G a when already known); +inf outside a > 0."""
         if min(a) <= 0.0:
             return math.inf
-        return 0.5 * _dot(a, self.times(a) if g_a is None else g_a) - sum(math.log(x) for x in a)
+        return 0.5 * dot(a, self.times(a) if g_a is None else g_a) - sum(math.log(x) for x in a)
 
     def newton(self, a: list[float], residual: list[float]) -> list[float]:
         """y with (D G D + I) y = -residual, D = diag(a) (eigenvalues >= 1: always solvable)."""
