@@ -11,10 +11,11 @@ matrix G = J J^T [T, T]: they implement :meth:`weights` and declare ``needs = {"
 huge ones) and the sum formed by :func:`combine`. Methods that act on the coordinates of the gradients (GradDrop)
 override :meth:`forward` and declare ``needs = {"jacobian"}``.
 
-The T x T solves run on Python floats where they are a few arithmetic steps per task (:func:`unit_diagonal_lists`,
-:func:`solve_lists`) and on a float64 numpy copy where they need decompositions (:func:`solver_array`,
-:func:`psd_unit_diagonal`): inside a training step each distinct numpy or torch call costs 20-40 us
-(docs/decisions.md).
+The T x T solves iterate on Python floats (:func:`unit_diagonal_lists`, :func:`psd_unit_diagonal`), with their
+matrix products and linear systems in plain Python up to ``SMALL_SYSTEM`` tasks and numpy beyond
+(:class:`SmallGram`, :func:`solve_lists`), and at most one LAPACK call where they need a decomposition (IMTL's
+singular values, Aligned-MTL's eigenvectors): inside a training step each distinct numpy or torch call costs
+20-40 us (docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -210,14 +211,6 @@ def solver_array(matrix: Tensor) -> np.ndarray:
     return matrix.detach().numpy().copy()
 
 
-def unit_diagonal(gram: np.ndarray) -> np.ndarray:
-    """G divided by its largest diagonal entry (the largest squared gradient norm becomes 1), unchanged when that
-    entry is 0 or not finite: solvers whose weights do not depend on a common scale run on it, away from under-
-    and overflow."""
-    top = max(np.diagonal(gram).tolist(), default=0.0)  # T numbers: plain Python
-    return gram / top if top > 0.0 and math.isfinite(top) else gram
-
-
 def solver_lists(matrix: Tensor) -> list[list[float]]:
     """A small tensor (a Gram matrix [T, T]) as float64 Python lists, for the solves that run on Python floats
     (see :func:`unit_diagonal_lists`)."""
@@ -225,10 +218,11 @@ def solver_lists(matrix: Tensor) -> list[list[float]]:
 
 
 def unit_diagonal_lists(gram: Tensor) -> list[list[float]]:
-    """:func:`unit_diagonal` of a [T, T] tensor as float64 Python lists. Solvers that are a few arithmetic steps
-    per pair of tasks (PCGrad's and GradVac's surgeries) run on these: inside a training step each distinct numpy
-    or torch call costs 20-40 us (its code is evicted by the step's kernels), more than their whole loop at T = 5
-    (docs/decisions.md)."""
+    """G [T, T] divided by its largest diagonal entry (the largest squared gradient norm becomes 1), unchanged
+    when that entry is 0 or not finite, as float64 Python lists: solvers whose weights do not depend on a common
+    scale run on it, away from under- and overflow (PCGrad's and GradVac's surgeries, CAGrad). Inside a training
+    step each distinct numpy or torch call costs 20-40 us (its code is evicted by the step's kernels), more than
+    their whole loop at T = 5 (docs/decisions.md)."""
     values = solver_lists(gram)
     top = max((row[i] for i, row in enumerate(values)), default=0.0)
     if top > 0.0 and math.isfinite(top):
