@@ -313,6 +313,48 @@ def test_representation_mode_aggregates_inside_one_backward_where_the_mix_is_a_m
     assert taken == ([True] if detach and model_name != "omoe" else [])
 
 
+@pytest.mark.parametrize(
+    ("fixed", "scaled"),
+    [([0.7, 1.3, 0.5], True), ([1.0, 0.0, 0.5], False), ([1e-9, 1.0, 1.0], False), ([-0.4, 2.0, 1e5], True)],
+    ids=["moderate", "a-zero-weight", "a-tiny-weight", "negative-and-large"],
+)
+def test_both_ways_of_aggregating_at_the_mix_give_the_generic_gradients(
+    fixed: list[float], scaled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside the one backward the engine either scales the tower inputs' gradient by the weights (and divides the
+    gates' gradient back) or replaces the plain sum at Output.shared by the direction: whichever the weights
+    allow, every parameter gets the generic path's gradient."""
+    from mtlkit.aggregation.base import GatedJacobian as Gated
+
+    decisions: list[bool] = []
+    scalable = Gated.scalable
+
+    def record(self: Gated, coefficients: torch.Tensor) -> bool:
+        decisions.append(scalable(self, coefficients))
+        return decisions[-1]
+
+    monkeypatch.setattr(Gated, "scalable", record)
+    grads = {}
+    for with_mix in (True, False):
+        torch.manual_seed(0)
+        model = create_model("mmoe", SCHEMA)
+        cat, num, y = _batch(4)
+        out = model.compute(cat, num)
+        losses = torch.stack(
+            [F.mse_loss(out.logits[t], y[:, k]) for k, t in enumerate(("click", "buy", "time"))]
+        )
+        aggregator = create_aggregator("mgda", SCHEMA, mode="representation")
+        monkeypatch.setattr(aggregator, "weights", lambda gram: torch.tensor(fixed, dtype=torch.float64))
+        mtl_backward(losses, model, aggregator, shared=out.shared, mix=out.mix if with_mix else None)
+        grads[with_mix] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert decisions == [scaled]
+    assert grads[True].keys() == grads[False].keys()
+    for pname, got in grads[True].items():
+        expected = grads[False][pname]
+        scale = max(1.0, float(expected.abs().max()))  # weights up to 1e5: float32 rounding scales with them
+        torch.testing.assert_close(got, expected, atol=1e-6 * scale, rtol=1e-5, msg=pname)
+
+
 def test_a_penalty_through_the_tower_inputs_keeps_its_plain_gradient() -> None:
     """A penalty is differentiated outside the aggregation: its gradient at Output.shared is not aggregated, even
     when it reads the tower inputs themselves (equal to the generic path's)."""

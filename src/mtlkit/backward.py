@@ -27,9 +27,9 @@ data declared on its class) and computes just that:
     gradient at ``inputs`` (the towers are disjoint, so its slice t is d L_t / d inputs[:, t]), instead of T
     vector-Jacobian products through every tower (:func:`representation_jacobian`). Where the node that computed
     ``inputs`` reads the gate weights and ``Output.shared`` directly (a batched matmul: MMoE, DSelect-k, CGC,
-    PLE), all of it happens inside the one backward of sum_i L_i: a hook on that node, which receives the
-    gradient at ``inputs`` once the towers are done, hands ``Output.shared`` the direction d instead of the plain
-    sum, and the gates keep their plain gradient (:func:`_backward_through_mix`). Where ``inputs`` is a view of
+    PLE), all of it happens inside the one backward of sum_i L_i: hooks on that node, which receives the
+    gradient at ``inputs`` once the towers are done, make it hand ``Output.shared`` the direction d instead of
+    the plain sum while the gates keep their plain gradient (:func:`_backward_through_mix`). Where ``inputs`` is a view of
     what the mix computed (OMoE's broadcast), one backward goes through the towers and, when nothing behind the
     towers is also behind the mix, the final one starts at the mix itself (inputs = weights @ shared):
     ``Output.shared`` with d, and the gate weights with their plain gradient (d L / d inputs) @ shared^T.
@@ -433,28 +433,50 @@ def _mix_node(
 def _backward_through_mix(
     node: Node, mix: GatedMix, aggregator: GradientAggregator, total: Tensor, penalty: Tensor | None
 ) -> None:
-    """Representation mode in one backward of ``total``: a hook on the mix's node, which receives
-    d total / d inputs (whose slice t is d L_t / d inputs[:, t]) after the towers, replaces the gradient it hands
-    to ``shared`` (the plain sum of the task gradients there) by the aggregated direction formed from the gate
-    weights and that gradient; the gates keep their plain gradient and everything behind ``shared`` receives the
-    direction. A penalty is differentiated afterwards, without the hook (its gradient is never aggregated)."""
+    """Representation mode in one backward of ``total``, through two hooks on the mix's node.
 
-    def replace(
+    Before the node runs, it receives u = d total / d inputs (slice t: d L_t / d inputs[:, t]) and the
+    aggregation is done there. For a weighting d = sum_t c_t g_t whose weights allow it
+    (:meth:`~mtlkit.aggregation.base.GatedJacobian.scalable`) the node is handed c_t u_t instead of u_t, so its
+    own product gives ``Output.shared`` the direction (g_t = weights_t (x) u_t), and the gates' gradient it forms,
+    c_t times the plain one, is divided back by c_t after it runs: no product is formed twice. Otherwise (a
+    weight near 0, as MGDA's often are; methods that need the coordinates) the direction is formed from the
+    factors and replaces the plain sum the node hands ``Output.shared``. A penalty is differentiated afterwards,
+    without the hooks (its gradient is never aggregated)."""
+    found: dict[str, Tensor] = {}
+
+    def aggregate(grad_outputs: tuple[Tensor | None, ...]) -> tuple[Tensor, ...] | None:
+        upstream = grad_outputs[0]
+        if upstream is None:
+            return None
+        jacobian = GatedJacobian(mix.weights, upstream)
+        weights = aggregator.gated_weights(jacobian, _all_reduce_gram)
+        if weights is not None and jacobian.scalable(weights):
+            found["factors"] = weights.to(device=upstream.device, dtype=upstream.dtype).view(1, -1, 1)
+            return (upstream * found["factors"],)
+        if weights is None:
+            found["direction"] = aggregator.shifted(jacobian, 0.0, _all_reduce_gram)
+        else:
+            found["direction"] = jacobian.combine(weights)
+        return None
+
+    def restore(
         grad_inputs: tuple[Tensor | None, ...], grad_outputs: tuple[Tensor | None, ...]
     ) -> tuple[Tensor | None, ...] | None:
         to_gates, to_shared = grad_inputs
-        upstream = grad_outputs[0]
-        if to_shared is None or upstream is None:
+        if "factors" in found:
+            return (None if to_gates is None else to_gates / found["factors"]), to_shared
+        if to_shared is None or "direction" not in found:
             return None
-        direction = aggregator.shifted(GatedJacobian(mix.weights, upstream), 0.0, _all_reduce_gram)
-        return to_gates, direction.view(to_shared.shape).to(to_shared.dtype)
+        return to_gates, found["direction"].view(to_shared.shape).to(to_shared.dtype)
 
     keep = penalty is not None and penalty.requires_grad
-    handle = node.register_hook(replace)
+    handles = (node.register_prehook(aggregate), node.register_hook(restore))
     try:
         total.backward(retain_graph=keep)
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     if keep:
         assert penalty is not None
         penalty.backward()

@@ -181,3 +181,21 @@ def test_psd_unit_diagonal_flags_non_finite_entries() -> None:
     gram = torch.tensor([[1.0, math.nan], [math.nan, 1.0]], dtype=torch.float64)
     _, scale = psd_unit_diagonal(gram, 1e-12)
     assert math.isnan(scale)
+
+
+def test_a_gated_jacobian_is_scalable_only_with_known_norms_in_range_and_moderate_weights() -> None:
+    from mtlkit.aggregation.base import SCALABLE, GatedJacobian
+
+    g = torch.Generator().manual_seed(0)
+    weights, upstream = torch.rand(6, 3, 4, generator=g), torch.randn(6, 3, 5, generator=g)
+    jacobian = GatedJacobian(weights, upstream)
+    moderate = torch.tensor([0.5, 2.0, -1.0], dtype=torch.float64)
+    assert not jacobian.scalable(moderate)  # the squared norms are not known yet
+    jacobian.gram()
+    assert jacobian.scalable(moderate)
+    low, high = SCALABLE
+    for bad in (0.0, low / 2, high * 2, math.nan):
+        assert not jacobian.scalable(torch.tensor([0.5, bad, 1.0], dtype=torch.float64))
+    tiny = GatedJacobian(weights, upstream * 1e-20)  # squared norms ~1e-40: below float32's exact range
+    tiny.gram()
+    assert not tiny.scalable(moderate)

@@ -112,6 +112,10 @@ def _out_of_range(squared_norms: list[float], dtype: torch.dtype) -> list[int] |
     return [i for i, x in enumerate(squared_norms) if not low <= x <= high]
 
 
+#: Range of |c_t| for which GatedJacobian.scalable lets the engine scale the upstream gradients by the weights.
+SCALABLE = (1e-6, 1e6)
+
+
 class GatedJacobian:
     """The per-task gradients at a gated mixture's experts, [T, B*E*d], held as its two factors.
 
@@ -171,6 +175,17 @@ class GatedJacobian:
             values = norms.tolist()
         self._norms = values
         return norms.double()
+
+    def scalable(self, coefficients: Tensor) -> bool:
+        """Whether sum_t c_t g_t may be formed by scaling the upstream factor, c_t u_t, and quantities formed from
+        the scaled factor divided back by c_t (the engine does so for the gates' gradient): every |c_t| within
+        ``SCALABLE`` and every squared norm ||g_t||^2 known (a Gram matrix or the norms were formed) and inside the
+        range the dtype holds exactly. Then c_t u_t neither over- nor underflows but in entries negligible
+        against their row, and dividing back costs an ulp or two."""
+        if self._norms is None or _out_of_range(self._norms, self.upstream.dtype) != []:
+            return False
+        low, high = SCALABLE
+        return all(low <= abs(c) <= high for c in coefficients.tolist())
 
     def combine(self, coefficients: Tensor) -> Tensor:
         """sum_t c_t g_t [B*E*d] in the gradients' dtype: one batched matmul [B, E, T] x [B, T, d], with the
@@ -432,22 +447,35 @@ class GradientAggregator(nn.Module, abc.ABC):
         processes' matrices there).
         """
         if self.needs == frozenset({"gram"}):
+            if isinstance(jacobian, GatedJacobian):
+                gated = self.gated_weights(jacobian, gram_hook)
+                assert gated is not None  # a weighting
+                return jacobian.combine(_shift(gated, shift))
             hook = gram_hook if gram_hook is not None else _identity
             t = jacobian.shape[0]
             if self.gram_entries == "none":
                 weights = _shift(self.weights(torch.zeros(t, t, dtype=torch.float64)), shift)
-                if isinstance(jacobian, GatedJacobian):
-                    return jacobian.combine(weights)
                 return combine(weights, jacobian.detach(), torch.ones(t, dtype=torch.float64))
-            if isinstance(jacobian, GatedJacobian):
-                diagonal = self.gram_entries == "diagonal"
-                gram = torch.diag(jacobian.squared_norms()) if diagonal else jacobian.gram()
-                return jacobian.combine(_shift(self.weights(hook(gram)), shift))
             gram, rows, scales = gram_matrix(jacobian)
             return combine(_shift(self.weights(hook(gram)), shift), rows, scales)
         dense = jacobian.dense() if isinstance(jacobian, GatedJacobian) else jacobian
         direction = self(dense)
         return direction + shift * dense.sum(0) if shift else direction
+
+    def gated_weights(
+        self, jacobian: GatedJacobian, gram_hook: Callable[[Tensor], Tensor] | None = None
+    ) -> Tensor | None:
+        """The task weights [T] for gradients held as a :class:`GatedJacobian` (from its factors: the Gram
+        matrix, only its diagonal, or nothing, as ``gram_entries`` says), or None for a method that is not a
+        weighting of the task gradients (``needs != {"gram"}``)."""
+        if self.needs != frozenset({"gram"}):
+            return None
+        t = jacobian.shape[0]
+        if self.gram_entries == "none":
+            return self.weights(torch.zeros(t, t, dtype=torch.float64))
+        hook = gram_hook if gram_hook is not None else _identity
+        gram = torch.diag(jacobian.squared_norms()) if self.gram_entries == "diagonal" else jacobian.gram()
+        return self.weights(hook(gram))
 
     @abc.abstractmethod
     def reset(self) -> None:
