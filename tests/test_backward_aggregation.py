@@ -211,9 +211,9 @@ def test_a_gated_mix_gives_the_same_gradients_as_the_generic_path(
 ) -> None:
     """These models report Output.mix: representation mode then forms the per-task gradients from the gradient at
     the tower inputs (kept in factors for gram-based methods): inside the one backward where the mix is a batched
-    matmul of the gates and Output.shared (MMoE, DSelect-k, CGC, PLE), from a backward through the towers and a
-    second one from the tower inputs where it is a broadcast view (OMoE); every parameter's gradient is that of
-    the generic path. With a read-through dependency (one loss reaches two towers) the engine must not use the
+    matmul of the gates and Output.shared (MMoE, DSelect-k, CGC, PLE) and the method a weighting, else from a
+    backward through the towers and a second one from the tower inputs (OMoE's broadcast view; GradDrop); every
+    parameter's gradient is that of the generic path. With a read-through dependency (one loss reaches two towers) the engine must not use the
     mix."""
     torch.manual_seed(0)
     model = create_model(model_name, SCHEMA, detach_dependency=detach)
@@ -291,13 +291,15 @@ def test_frozen_gates_and_experts_with_the_gated_mix(model_name: str) -> None:
             torch.testing.assert_close(got, generic[pname], atol=1e-6, rtol=1e-5, msg=pname)
 
 
+@pytest.mark.parametrize("method", ["mgda", "graddrop"])
 @pytest.mark.parametrize("detach", [True, False], ids=["detached", "read-through"])
 @pytest.mark.parametrize("model_name", ["mmoe", "omoe", "dselect_k", "cgc", "ple"])
 def test_representation_mode_aggregates_inside_one_backward_where_the_mix_is_a_matmul(
-    model_name: str, detach: bool, monkeypatch: pytest.MonkeyPatch
+    model_name: str, detach: bool, method: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The single-backward path is taken exactly where the mix's node reads the gates and Output.shared directly
-    and no loss reaches two towers; elsewhere the engine differentiates in two steps."""
+    """The single-backward path is taken exactly where the mix's node reads the gates and Output.shared directly,
+    no loss reaches two towers and the method is a weighting of the task gradients (not GradDrop); elsewhere the
+    engine differentiates in two steps."""
     from mtlkit import backward as engine
 
     taken: list[bool] = []
@@ -309,8 +311,8 @@ def test_representation_mode_aggregates_inside_one_backward_where_the_mix_is_a_m
 
     monkeypatch.setattr(engine, "_backward_through_mix", spy)
     torch.manual_seed(0)
-    _representation_grads(create_model(model_name, SCHEMA, detach_dependency=detach), "mgda", with_mix=True)
-    assert taken == ([True] if detach and model_name != "omoe" else [])
+    _representation_grads(create_model(model_name, SCHEMA, detach_dependency=detach), method, with_mix=True)
+    assert taken == ([True] if detach and model_name != "omoe" and method != "graddrop" else [])
 
 
 @pytest.mark.parametrize(

@@ -27,11 +27,12 @@ data declared on its class) and computes just that:
     gradient at ``inputs`` (the towers are disjoint, so its slice t is d L_t / d inputs[:, t]), instead of T
     vector-Jacobian products through every tower (:func:`representation_jacobian`). Where the node that computed
     ``inputs`` reads the gate weights and ``Output.shared`` directly (a batched matmul: MMoE, DSelect-k, CGC,
-    PLE), all of it happens inside the one backward of sum_i L_i: hooks on that node, which receives the
-    gradient at ``inputs`` once the towers are done, make it hand ``Output.shared`` the direction d instead of
-    the plain sum while the gates keep their plain gradient (:func:`_backward_through_mix`). Where ``inputs`` is a view of
-    what the mix computed (OMoE's broadcast), one backward goes through the towers and, when nothing behind the
-    towers is also behind the mix, the final one starts at the mix itself (inputs = weights @ shared):
+    PLE) and the method is a weighting of the task gradients, all of it happens inside the one backward of
+    sum_i L_i: hooks on that node, which receives the gradient at ``inputs`` once the towers are done, make it
+    hand ``Output.shared`` the direction d instead of the plain sum while the gates keep their plain gradient
+    (:func:`_backward_through_mix`). Otherwise (OMoE's broadcast view of one gated sum; GradDrop, which acts on
+    coordinates), one backward goes through the towers and, when nothing behind the towers is also behind the
+    mix, the final one starts at the mix itself (inputs = weights @ shared):
     ``Output.shared`` with d, and the gate weights with their plain gradient (d L / d inputs) @ shared^T.
 
   Under DDP (hooks for the coming distributed trainer): in parameter mode every process holds the same shared
@@ -344,7 +345,10 @@ def _aggregate(
     total = losses.sum()
     if aggregator.mode == "representation":
         rep = _check_shared(shared, model, aggregator)
-        node = _mix_node(losses, rep, name, mix, model)
+        # a weighting of the task gradients aggregates inside the one backward; a coordinate-wise method (GradDrop)
+        # could only replace the node's product after it ran: the split backward below is cheaper there
+        weighting = aggregator.needs == frozenset({"gram"})
+        node = _mix_node(losses, rep, name, mix, model) if weighting else None
         if node is not None:
             assert mix is not None
             _backward_through_mix(node, mix, aggregator, total, penalty)
@@ -440,8 +444,8 @@ def _backward_through_mix(
     (:meth:`~mtlkit.aggregation.base.GatedJacobian.scalable`) the node is handed c_t u_t instead of u_t, so its
     own product gives ``Output.shared`` the direction (g_t = weights_t (x) u_t), and the gates' gradient it forms,
     c_t times the plain one, is divided back by c_t after it runs: no product is formed twice. Otherwise (a
-    weight near 0, as MGDA's often are; methods that need the coordinates) the direction is formed from the
-    factors and replaces the plain sum the node hands ``Output.shared``. A penalty is differentiated afterwards,
+    weight near 0, as MGDA's often are) the direction is formed from the factors and replaces the plain sum the
+    node hands ``Output.shared``. Only weightings (``needs == {"gram"}``) come here. A penalty is differentiated afterwards,
     without the hooks (its gradient is never aggregated)."""
     found: dict[str, Tensor] = {}
 
@@ -451,13 +455,11 @@ def _backward_through_mix(
             return None
         jacobian = GatedJacobian(mix.weights, upstream)
         weights = aggregator.gated_weights(jacobian, _all_reduce_gram)
-        if weights is not None and jacobian.scalable(weights):
+        assert weights is not None  # only weightings come here
+        if jacobian.scalable(weights):
             found["factors"] = weights.to(device=upstream.device, dtype=upstream.dtype).view(1, -1, 1)
             return (upstream * found["factors"],)
-        if weights is None:
-            found["direction"] = aggregator.shifted(jacobian, 0.0, _all_reduce_gram)
-        else:
-            found["direction"] = jacobian.combine(weights)
+        found["direction"] = jacobian.combine(weights)
         return None
 
     def restore(

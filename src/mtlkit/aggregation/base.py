@@ -179,10 +179,11 @@ class GatedJacobian:
     def scalable(self, coefficients: Tensor) -> bool:
         """Whether sum_t c_t g_t may be formed by scaling the upstream factor, c_t u_t, and quantities formed from
         the scaled factor divided back by c_t (the engine does so for the gates' gradient): every |c_t| within
-        ``SCALABLE`` and every squared norm ||g_t||^2 known (a Gram matrix or the norms were formed) and inside the
-        range the dtype holds exactly. Then c_t u_t neither over- nor underflows but in entries negligible
-        against their row, and dividing back costs an ulp or two."""
-        if self._norms is None or _out_of_range(self._norms, self.upstream.dtype) != []:
+        ``SCALABLE`` and, when the squared norms ||g_t||^2 are known (a Gram matrix or the norms were formed;
+        constant weights need neither), each inside the range the dtype holds exactly. Then c_t u_t neither over-
+        nor underflows but in entries negligible against their row (or below 1e-32 anyway), and dividing back
+        costs an ulp or two."""
+        if self._norms is not None and _out_of_range(self._norms, self.upstream.dtype) != []:
             return False
         low, high = SCALABLE
         return all(low <= abs(c) <= high for c in coefficients.tolist())
