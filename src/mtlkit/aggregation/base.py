@@ -293,7 +293,7 @@ class SmallGram:
     def times(self, v: list[float]) -> list[float]:
         """G v."""
         if self.small:
-            return [sum(x * y for x, y in zip(row, v, strict=True)) for row in self.rows]
+            return [dot(row, v) for row in self.rows]
         return (self.array @ np.array(v, dtype=np.float64)).tolist()
 
     def block(self, index: list[int]) -> list[list[float]]:
@@ -323,9 +323,7 @@ def _positive_definite(a: list[list[float]]) -> bool:
             return False
         lower[j][j] = math.sqrt(pivot)
         for i in range(j + 1, n):
-            lower[i][j] = (
-                a[i][j] - sum(x * y for x, y in zip(lower[i][:j], lower[j][:j], strict=True))
-            ) / lower[j][j]
+            lower[i][j] = (a[i][j] - dot(lower[i][:j], lower[j][:j])) / lower[j][j]
     return True
 
 

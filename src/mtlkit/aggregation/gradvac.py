@@ -33,6 +33,7 @@ from torch import Tensor
 from mtlkit.aggregation.base import (
     GradientAggregator,
     Mode,
+    dot,
     solver_lists,
     unit_diagonal_lists,
     weights_tensor,
@@ -85,7 +86,7 @@ def gradvac_lists(
                 step = norm_i * (target * sin_phi - phi * sin_target) / (norm_j * sin_target)
                 row[j] += step
                 products = [p + step * x for p, x in zip(products, g[j], strict=True)]
-                square_i = sum(c * p for c, p in zip(row, products, strict=True))
+                square_i = dot(row, products)
             phi_hat[i][j] = (1.0 - beta) * target + beta * phi
         coef.append(row)
     return coef

@@ -31,6 +31,7 @@ from torch import Tensor
 from mtlkit.aggregation.base import (
     GradientAggregator,
     Mode,
+    dot,
     solve_lists,
     solver_array,
     solver_lists,
@@ -107,10 +108,10 @@ def min_norm_lists(g: list[list[float]], max_iter: int = 250, tol: float = 1e-6)
     diag = [row[i] for i, row in enumerate(g)]
     columns = [list(column) for column in zip(*g, strict=True)]
     alpha = _affine_start(g)
-    g_alpha = [sum(x * a for x, a in zip(row, alpha, strict=True)) for row in g]  # G alpha
+    g_alpha = [dot(row, alpha) for row in g]  # G alpha
     negligible = _EPS * max(diag)
     for _ in range(max_iter):
-        objective = sum(a * x for a, x in zip(alpha, g_alpha, strict=True))
+        objective = dot(alpha, g_alpha)
         best = min(range(t), key=g_alpha.__getitem__)
         if 2 * (objective - g_alpha[best]) <= tol * objective or objective <= negligible:
             break

@@ -34,7 +34,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mtlkit.aggregation.base import SMALL_SYSTEM, GradientAggregator, Mode, psd_unit_diagonal, solve_lists
+from mtlkit.aggregation.base import (
+    SMALL_SYSTEM,
+    GradientAggregator,
+    Mode,
+    dot,
+    psd_unit_diagonal,
+    solve_lists,
+)
 from mtlkit.schema import Schema
 
 #: Ridge added to the normalised Gram matrix (max diagonal 1) so that every free-set system is solvable.
@@ -66,7 +73,7 @@ def _project_weights(g: list[list[float]], i: int) -> list[float]:
     lam = [0.0] * t
     free = [False] * t
     for _ in range(3 * t + 10):  # the method is finite; the cap only guards against rounding cycles
-        grad = [sum(x * y for x, y in zip(row, lam, strict=True)) + cj for row, cj in zip(g, c, strict=True)]
+        grad = [dot(row, lam) + cj for row, cj in zip(g, c, strict=True)]
         entering, lowest = -1, -KKT_TOL
         for j in range(t):
             if not free[j] and grad[j] < lowest:
