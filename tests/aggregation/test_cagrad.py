@@ -159,3 +159,34 @@ def test_repr_and_validation() -> None:
         CAGrad(SCHEMA2, rescale=3)
     with pytest.raises(ValueError, match="got True"):
         CAGrad(SCHEMA2, rescale=True)
+
+
+def test_the_active_set_walk_returns_only_the_optimum() -> None:
+    """From the full support, dropping negative weights and adding the most violated task: whenever the walk
+    returns, it is the optimum (conflicting gradients, where most tasks drop out); where the full support has no
+    stationary point it gives up (None) and projected gradient goes on, so it must not give up everywhere."""
+    from mtlkit.aggregation.base import SmallGram, unit_diagonal_lists
+    from mtlkit.aggregation.cagrad import _active_set
+
+    found_any = 0
+    for seed in range(12):
+        gen = torch.Generator().manual_seed(seed)
+        t = 3 + seed % 6
+        jac = torch.randn(t, 10, generator=gen, dtype=torch.float64)
+        jac[1:] -= 0.9 * jac[0]  # the first task conflicts with every other one
+        gram = torch.tensor(unit_diagonal_lists(jac @ jac.T), dtype=torch.float64)
+        c = (0.4, 1.0)[seed % 2]
+        g = SmallGram(gram.tolist())
+        k = c * math.sqrt(float(gram.mean()))
+        tried: set[tuple[int, ...]] = set()
+        found = _active_set(g, g.times([1.0 / t] * t), k, list(range(t)), tried)
+        assert tuple(range(t)) in tried
+        assert len(tried) <= 2 * t
+        if found is None:
+            continue
+        found_any += 1
+        w = torch.tensor(found, dtype=torch.float64)
+        assert float(w.sum()) == pytest.approx(1.0, abs=1e-12)
+        assert _optimality_gap(gram, w, c) <= 1e-9
+        torch.testing.assert_close(w, cagrad_solve(gram, c), rtol=0, atol=1e-9)
+    assert found_any >= 4

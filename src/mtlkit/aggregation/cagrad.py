@@ -16,9 +16,12 @@ form and returned if it is the optimum. With a = G 1/T and k = sqrt(phi), the op
 a_S + k G_SS w_S / ||g_w|| = lambda 1, sum w_S = 1 and ||g_w||^2 = w_S^T G_SS w_S, give, with p = G_SS^-1 1,
 q = G_SS^-1 a_S, A = 1.p, B = 1.q and C = a_S.q, the quadratic A lambda^2 - 2 B lambda + C - k^2 = 0, whose root
 with A lambda > B gives w_S = (lambda p - q) / sqrt(B^2 - A (C - k^2)); it is the optimum (the problem is convex)
-when w_S >= 0 and a_i + k (G w)_i / ||g_w|| >= lambda for every task off S. PGD identifies the support in a few
-steps (benchmark Gram matrices: a median of 6 projections and 3 closed-form solves, instead of ~20 projections to
-converge); without a certificate (a singular block, ||g_w*|| = 0) PGD runs on, keeping the best iterate, for at
+when w_S >= 0 and a_i + k (G w)_i / ||g_w|| >= lambda for every task off S. From each new support of the PGD
+iterate a primal active-set walk follows: tasks whose weight comes out negative are dropped, the task that violates
+the conditions most is added, until a stationary point is certified (at most 2 T supports, none twice). On the
+benchmark's Gram matrices: 2 projections and 3 closed-form solves (6 projections before the walk, ~20 without the
+closed form); on 2,000 random problems it certifies a lower objective than PGD alone in 490. Without a
+certificate (singular blocks, no admissible root, ||g_w*|| = 0) PGD runs on, keeping the best iterate, for at
 most 500 iterations, stopping when the iterate no longer moves. When ||g_w*|| vanishes (0 in the convex hull
 at the optimum) the correction term is dropped.
 
@@ -110,25 +113,54 @@ def _support_solution(
     return w, lam
 
 
-def _certified(g: SmallGram, a: list[float], k: float, support: list[int]) -> list[float] | None:
-    """The optimum, when the stationary point on ``support`` (see :func:`_support_solution`) satisfies the
-    optimality conditions (nonnegative on the support, a_i + k (G w)_i / ||g_w|| >= lambda off it); else None."""
-    found = _support_solution(g, a, k, support)
-    if found is None:
-        return None
-    w, lam = found
-    if any(x < -_KKT_TOL for x in w) or not all(math.isfinite(x) for x in w):
-        return None
+def _optimality(
+    g: SmallGram, a: list[float], k: float, w: list[float], lam: float
+) -> tuple[list[float] | None, int]:
+    """For a stationary point (w >= -tolerance, lambda): (the optimum, -1) when a_i + k (G w)_i / ||g_w|| >= lambda
+    for every task i; else (None, the task that violates it most, or -1 when nothing can be told: ||g_w|| = 0 or
+    a non-finite entry)."""
+    if not all(math.isfinite(x) for x in w):
+        return None, -1
     w = [max(x, 0.0) for x in w]
     gw = g.times(w)
     norm = math.sqrt(max(dot(w, gw), 0.0))
     if norm <= _ZERO_NORM:
-        return None
-    slack = min(ai + (k / norm) * x - lam for ai, x in zip(a, gw, strict=True))
-    if slack < -_KKT_TOL * max(1.0, abs(lam)):
-        return None
+        return None, -1
+    slack = [ai + (k / norm) * x - lam for ai, x in zip(a, gw, strict=True)]
+    worst = min(range(len(slack)), key=slack.__getitem__)
+    if slack[worst] < -_KKT_TOL * max(1.0, abs(lam)):
+        return None, worst
     total = sum(w)
-    return [x / total for x in w]
+    return [x / total for x in w], -1
+
+
+def _active_set(
+    g: SmallGram, a: list[float], k: float, support: list[int], tried: set[tuple[int, ...]]
+) -> list[float] | None:
+    """The optimum found by moving between the stationary points of supports (a primal active-set walk) from
+    ``support``: drop the tasks whose weight comes out negative, add the task that violates the optimality
+    conditions most, until a stationary point is certified; None when that does not happen within 2 T supports
+    (a support seen before, a singular block, no admissible root), and the projected gradient goes on. Every
+    support visited is added to ``tried``."""
+    t = len(a)
+    for _ in range(2 * t):
+        key = tuple(support)
+        if not support or key in tried:
+            return None
+        tried.add(key)
+        found = _support_solution(g, a, k, support)
+        if found is None:
+            return None
+        w, lam = found
+        kept = [i for i in support if w[i] >= -_KKT_TOL]
+        if len(kept) < len(support):
+            support = kept
+            continue
+        optimum, worst = _optimality(g, a, k, w, lam)
+        if optimum is not None or worst < 0 or worst in support:
+            return optimum
+        support = sorted([*support, worst])
+    return None
 
 
 def cagrad_lists(g: SmallGram, c: float) -> list[float]:
@@ -148,11 +180,10 @@ def cagrad_lists(g: SmallGram, c: float) -> list[float]:
     tried: set[tuple[int, ...]] = set()
 
     def finish(w: list[float]) -> list[float] | None:
-        support = tuple(i for i, x in enumerate(w) if x != 0.0)
-        if k <= 0.0 or support in tried:
+        support = [i for i, x in enumerate(w) if x != 0.0]
+        if k <= 0.0:
             return None
-        tried.add(support)
-        return _certified(g, g_mean, k, list(support))
+        return _active_set(g, g_mean, k, support, tried)
 
     w, fw = mean, value(mean)
     step = 1.0
