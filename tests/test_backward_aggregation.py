@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,9 +11,9 @@ import torch.nn.functional as F
 
 from mtlkit import Feature, MtlkitError, Schema, Task
 from mtlkit.aggregation import create_aggregator
-from mtlkit.aggregation.base import GatedJacobian
+from mtlkit.aggregation.base import GatedJacobian, GradientAggregator
 from mtlkit.backward import mtl_backward, representation_jacobian, task_jacobian
-from mtlkit.models import create_model, list_models
+from mtlkit.models import Output, create_model, list_models
 
 SCHEMA = Schema(
     (
@@ -186,8 +187,14 @@ def test_jacobian_strategy_is_a_size_rule_on_cpu() -> None:
 
 
 def _representation_grads(
-    model: torch.nn.Module, method: str, with_mix: bool, mode: str = "representation"
+    model: torch.nn.Module,
+    method: str | GradientAggregator,
+    with_mix: bool,
+    mode: str = "representation",
+    penalty: Callable[[Output], torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
+    """Every parameter's gradient after one mtl_backward on batch 3 (``method``: a registered name, or an
+    aggregator), with or without the model's Output.mix; ``penalty`` builds the penalty from the model's output."""
     cat, num, y = _batch(3)
     out = model.compute(cat, num)
     losses = torch.stack(
@@ -198,9 +205,26 @@ def _representation_grads(
         ]
     )
     model.zero_grad(set_to_none=True)
-    aggregator = create_aggregator(method, SCHEMA, mode=mode)
-    mtl_backward(losses, model, aggregator, shared=out.shared, mix=out.mix if with_mix else None)
+    aggregator = create_aggregator(method, SCHEMA, mode=mode) if isinstance(method, str) else method
+    mtl_backward(
+        losses,
+        model,
+        aggregator,
+        penalty=None if penalty is None else penalty(out),
+        shared=out.shared,
+        mix=out.mix if with_mix else None,
+    )
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _assert_same_grads(
+    got: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], relative: bool = False
+) -> None:
+    """The same parameters with the same gradients (to 1e-6, times the largest entry when ``relative``)."""
+    assert got.keys() == expected.keys()
+    for pname, grad in got.items():
+        scale = max(1.0, float(expected[pname].abs().max())) if relative else 1.0
+        torch.testing.assert_close(grad, expected[pname], atol=1e-6 * scale, rtol=1e-5, msg=pname)
 
 
 @pytest.mark.parametrize("model_name", ["mmoe", "omoe", "dselect_k", "cgc", "ple"])
@@ -213,17 +237,15 @@ def test_a_gated_mix_gives_the_same_gradients_as_the_generic_path(
     the tower inputs (kept in factors for gram-based methods): inside the one backward where the mix is a batched
     matmul of the gates and Output.shared (MMoE, DSelect-k, CGC, PLE) and the method a weighting, else from a
     backward through the towers and a second one from the tower inputs (OMoE's broadcast view; GradDrop); every
-    parameter's gradient is that of the generic path. With a read-through dependency (one loss reaches two towers) the engine must not use the
-    mix."""
+    parameter's gradient is that of the generic path. With a read-through dependency (one loss reaches two
+    towers) the engine must not use the mix."""
     torch.manual_seed(0)
     model = create_model(model_name, SCHEMA, detach_dependency=detach)
     torch.manual_seed(1)
     assert model.compute(*_batch()[:2]).mix is not None
     via_mix = _representation_grads(model, method, with_mix=True)
     generic = _representation_grads(model, method, with_mix=False)
-    assert via_mix.keys() == generic.keys()
-    for pname, got in via_mix.items():
-        torch.testing.assert_close(got, generic[pname], atol=1e-6, rtol=1e-5, msg=pname)
+    _assert_same_grads(via_mix, generic)
 
 
 GATED_MIX_MODELS = {"mmoe", "omoe", "dselect_k", "cgc", "ple"}
@@ -265,19 +287,16 @@ def test_freezing_a_parameter_after_a_step_is_seen_by_the_gated_mix_path() -> No
     tower.requires_grad_(False)
     via_mix = _representation_grads(model, "mgda", with_mix=True)
     generic = _representation_grads(model, "mgda", with_mix=False)
-    assert via_mix.keys() == generic.keys()
     assert not any(p is tower for p in model.parameters() if p.grad is not None)
-    for pname, got in via_mix.items():
-        torch.testing.assert_close(got, generic[pname], atol=1e-6, rtol=1e-5, msg=pname)
+    _assert_same_grads(via_mix, generic)
     tower.requires_grad_(True)  # trainable again: it gets its gradient back
     assert "towers.towers.click.0.0.weight" in _representation_grads(model, "mgda", with_mix=True)
 
 
 @pytest.mark.parametrize("model_name", ["mmoe", "omoe", "dselect_k"])
 def test_frozen_gates_and_experts_with_the_gated_mix(model_name: str) -> None:
-    """The final backward of the mix path starts at Output.shared (with the direction) and at the gate weights
-    (with their plain gradient); with the gates frozen the weights need no gradient, and with the experts frozen
-    neither does Output.shared's own graph: the gradients stay those of the generic path."""
+    """Frozen gates or frozen experts, on the single-backward path (MMoE, DSelect-k) and the two-backward one
+    (OMoE): the frozen parameters get no gradient and the others those of the generic path."""
     torch.manual_seed(0)
     model = create_model(model_name, SCHEMA)
     for frozen in ("gate", "experts"):
@@ -285,10 +304,8 @@ def test_frozen_gates_and_experts_with_the_gated_mix(model_name: str) -> None:
             p.requires_grad_(frozen not in pname)
         via_mix = _representation_grads(model, "mgda", with_mix=True)
         generic = _representation_grads(model, "mgda", with_mix=False)
-        assert via_mix.keys() == generic.keys()
         assert not any(frozen in k for k in via_mix)
-        for pname, got in via_mix.items():
-            torch.testing.assert_close(got, generic[pname], atol=1e-6, rtol=1e-5, msg=pname)
+        _assert_same_grads(via_mix, generic)
 
 
 @pytest.mark.parametrize("method", ["mgda", "graddrop"])
@@ -336,57 +353,29 @@ def test_both_ways_of_aggregating_at_the_mix_give_the_generic_gradients(
         return decisions[-1]
 
     monkeypatch.setattr(Gated, "scalable", record)
-    grads = {}
+    grads = []
     for with_mix in (True, False):
         torch.manual_seed(0)
-        model = create_model("mmoe", SCHEMA)
-        cat, num, y = _batch(4)
-        out = model.compute(cat, num)
-        losses = torch.stack(
-            [F.mse_loss(out.logits[t], y[:, k]) for k, t in enumerate(("click", "buy", "time"))]
-        )
         aggregator = create_aggregator("mgda", SCHEMA, mode="representation")
         monkeypatch.setattr(aggregator, "weights", lambda gram: torch.tensor(fixed, dtype=torch.float64))
-        mtl_backward(losses, model, aggregator, shared=out.shared, mix=out.mix if with_mix else None)
-        grads[with_mix] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        grads.append(_representation_grads(create_model("mmoe", SCHEMA), aggregator, with_mix))
     assert decisions == [scaled]
-    assert grads[True].keys() == grads[False].keys()
-    for pname, got in grads[True].items():
-        expected = grads[False][pname]
-        scale = max(1.0, float(expected.abs().max()))  # weights up to 1e5: float32 rounding scales with them
-        torch.testing.assert_close(got, expected, atol=1e-6 * scale, rtol=1e-5, msg=pname)
+    _assert_same_grads(*grads, relative=True)  # weights up to 1e5: float32 rounding scales with them
 
 
 def test_a_penalty_through_the_tower_inputs_keeps_its_plain_gradient() -> None:
     """A penalty is differentiated outside the aggregation: its gradient at Output.shared is not aggregated, even
     when it reads the tower inputs themselves (equal to the generic path's)."""
-    grads = {}
+
+    def penalty(out: Output) -> torch.Tensor:
+        assert out.mix is not None
+        return 0.3 * out.mix.inputs.square().mean()
+
+    grads = []
     for with_mix in (True, False):
         torch.manual_seed(0)
-        model = create_model("mmoe", SCHEMA)
-        cat, num, y = _batch(3)
-        out = model.compute(cat, num)
-        losses = torch.stack(
-            [
-                F.binary_cross_entropy_with_logits(out.logits[t], y[:, k])
-                for k, t in enumerate(("click", "buy"))
-            ]
-            + [F.mse_loss(out.logits["time"], y[:, 2])]
-        )
-        assert out.mix is not None
-        penalty = 0.3 * out.mix.inputs.square().mean()
-        mtl_backward(
-            losses,
-            model,
-            create_aggregator("mgda", SCHEMA, mode="representation"),
-            penalty=penalty,
-            shared=out.shared,
-            mix=out.mix if with_mix else None,
-        )
-        grads[with_mix] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    assert grads[True].keys() == grads[False].keys()
-    for pname, got in grads[True].items():
-        torch.testing.assert_close(got, grads[False][pname], atol=1e-6, rtol=1e-5, msg=pname)
+        grads.append(_representation_grads(create_model("mmoe", SCHEMA), "mgda", with_mix, penalty=penalty))
+    _assert_same_grads(*grads)
 
 
 def test_an_error_inside_the_single_backward_reaches_the_caller_unchanged(
@@ -400,12 +389,8 @@ def test_an_error_inside_the_single_backward_reaches_the_caller_unchanged(
 
     monkeypatch.setattr(aggregator, "weights", refuse)
     torch.manual_seed(0)
-    model = create_model("mmoe", SCHEMA)
-    cat, num, y = _batch(3)
-    out = model.compute(cat, num)
-    losses = torch.stack([F.mse_loss(out.logits[t], y[:, k]) for k, t in enumerate(("click", "buy", "time"))])
     with pytest.raises(MtlkitError, match="holds nan"):
-        mtl_backward(losses, model, aggregator, shared=out.shared, mix=out.mix)
+        _representation_grads(create_model("mmoe", SCHEMA), aggregator, with_mix=True)
 
 
 def test_representation_mode_reduces_the_gram_matrix_not_the_rows(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -469,6 +454,4 @@ def test_parameter_mode_with_a_gated_mix_gives_the_generic_gradients(
     model = create_model(model_name, SCHEMA, detach_dependency=detach)
     via_mix = _representation_grads(model, method, with_mix=True, mode="parameter")
     generic = _representation_grads(model, method, with_mix=False, mode="parameter")
-    assert via_mix.keys() == generic.keys()
-    for pname, got in via_mix.items():
-        torch.testing.assert_close(got, generic[pname], atol=1e-6, rtol=1e-5, msg=pname)
+    _assert_same_grads(via_mix, generic)

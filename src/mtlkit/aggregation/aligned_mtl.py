@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mtlkit.aggregation.base import GradientAggregator, Mode, solver_lists
+from mtlkit.aggregation.base import GradientAggregator, Mode, symmetric_unit_diagonal
 from mtlkit.schema import Schema
 
 
@@ -40,15 +40,13 @@ def _balance(gram: Tensor) -> list[list[float]]:
     """:func:`balance_transformation` as Python lists: plain Python on the T x T numbers but for one LAPACK call
     (the eigendecomposition); inside a training step each distinct numpy or torch call costs 20-40 us
     (docs/decisions.md)."""
-    values = solver_lists(gram)
-    t = len(values)
-    sym = [[(values[i][j] + values[j][i]) / 2 for j in range(t)] for i in range(t)]
-    if not all(math.isfinite(x) for row in sym for x in row):
+    unit, scale = symmetric_unit_diagonal(gram)
+    t = len(unit)
+    if math.isnan(scale):
         return [[math.nan] * t for _ in range(t)]
-    scale = max((sym[i][i] for i in range(t)), default=0.0)
-    if scale <= 0:
+    if scale == 0.0:
         return [[0.0] * t for _ in range(t)]
-    eigenvalues, vectors = np.linalg.eigh(np.array(sym, dtype=np.float64) / scale)
+    eigenvalues, vectors = np.linalg.eigh(np.array(unit, dtype=np.float64))
     lam, vec = eigenvalues.tolist(), vectors.tolist()
     eps = max(torch.finfo(torch.float32).eps, torch.finfo(gram.dtype).eps)
     keep = [k for k in range(t) if lam[k] > max(lam) * t * eps]

@@ -327,14 +327,10 @@ def _positive_definite(a: list[list[float]]) -> bool:
     return True
 
 
-def psd_unit_diagonal(gram: Tensor, ridge: float) -> tuple[list[list[float]], float]:
-    """(G', s): G symmetrised and divided by s, its largest diagonal entry, plus ``max(ridge, eps of G's dtype)``
-    on the diagonal, so that every system on G' and its principal blocks is solvable; float64 Python lists (the
-    solvers that use it iterate on Python floats). When that sum is not positive definite (its Cholesky
-    factorisation fails: eigenvalues below -ridge, rounding on nearly dependent gradients), G's negative
-    eigenvalues are clipped to 0 before the ridge is added. When s is 0 (an all-zero G) or an entry is not
-    finite, G' is G symmetrised, unscaled, and s is 0 or NaN (the callers' degenerate cases: Nash-MTL, UPGrad).
-    The scaling and the test run on Python floats (T x T numbers)."""
+def symmetric_unit_diagonal(gram: Tensor) -> tuple[list[list[float]], float]:
+    """(G', s): G symmetrised, as float64 Python lists, and divided by s, its largest diagonal entry. Unscaled,
+    with s = NaN, when an entry is not finite, and with s = 0 when no diagonal entry is positive (an all-zero G):
+    the callers' degenerate cases."""
     values = solver_lists(gram)
     t = len(values)
     sym = [[(values[i][j] + values[j][i]) / 2 for j in range(t)] for i in range(t)]
@@ -343,13 +339,25 @@ def psd_unit_diagonal(gram: Tensor, ridge: float) -> tuple[list[list[float]], fl
     scale = max((sym[i][i] for i in range(t)), default=0.0)
     if scale <= 0.0:
         return sym, 0.0
+    return [[x / scale for x in row] for row in sym], scale
+
+
+def psd_unit_diagonal(gram: Tensor, ridge: float) -> tuple[list[list[float]], float]:
+    """(G', s): :func:`symmetric_unit_diagonal` plus ``max(ridge, eps of G's dtype)`` on the diagonal, so that
+    every system on G' and its principal blocks is solvable; float64 Python lists (the solvers that use it iterate
+    on Python floats). When that sum is not positive definite (its Cholesky factorisation fails: eigenvalues below
+    -ridge, rounding on nearly dependent gradients), G's negative eigenvalues are clipped to 0 before the ridge is
+    added. When s is 0 or NaN, G' is G symmetrised, unscaled (the callers' degenerate cases: Nash-MTL, UPGrad).
+    The scaling and the test run on Python floats (T x T numbers)."""
+    unit, scale = symmetric_unit_diagonal(gram)
+    if not scale > 0.0:  # 0 or NaN
+        return unit, scale
+    t = len(unit)
     shift = max(ridge, torch.finfo(gram.dtype).eps)
-    ridged = [
-        [x / scale + (shift if i == j else 0.0) for j, x in enumerate(row)] for i, row in enumerate(sym)
-    ]
+    ridged = [[x + (shift if i == j else 0.0) for j, x in enumerate(row)] for i, row in enumerate(unit)]
     if _positive_definite(ridged):  # the usual case: clipping would change nothing but rounding
         return ridged, scale
-    eigenvalues, vectors = np.linalg.eigh(np.array(sym, dtype=np.float64) / scale)
+    eigenvalues, vectors = np.linalg.eigh(np.array(unit, dtype=np.float64))
     g = (vectors * np.clip(eigenvalues, 0.0, None)) @ vectors.T
     return (g + shift * np.eye(t)).tolist(), scale
 

@@ -30,18 +30,10 @@ from __future__ import annotations
 import math
 import sys
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from mtlkit.aggregation.base import (
-    SMALL_SYSTEM,
-    GradientAggregator,
-    Mode,
-    dot,
-    psd_unit_diagonal,
-    solve_lists,
-)
+from mtlkit.aggregation.base import GradientAggregator, Mode, SmallGram, psd_unit_diagonal, solve_lists
 from mtlkit.schema import Schema
 
 #: Ridge added to the normalised Gram matrix (max diagonal 1) so that every free-set system is solvable.
@@ -57,23 +49,22 @@ def project_weights(g: Tensor, i: int) -> Tensor:
 
 
 def _projections(g: list[list[float]], tasks: list[int]) -> list[list[float]]:
-    """w_i for each task i of ``tasks``: on Python floats up to ``SMALL_SYSTEM`` tasks, numpy beyond."""
-    if len(g) <= SMALL_SYSTEM:
-        return [_project_weights(g, i) for i in tasks]
-    array = np.array(g, dtype=np.float64)
-    return [_project_weights_array(array, i).tolist() for i in tasks]
+    """w_i for each task i of ``tasks``."""
+    gram = SmallGram(g)
+    return [_project_weights(gram, i) for i in tasks]
 
 
-def _project_weights(g: list[list[float]], i: int) -> list[float]:
-    """:func:`project_weights` on Python floats, up to ``SMALL_SYSTEM`` tasks: each iteration is a few operations
-    on T numbers, where every distinct numpy or torch call costs 20-40 us inside a training step
-    (docs/decisions.md); the free-set systems are solved by :func:`~mtlkit.aggregation.base.solve_lists`."""
-    t = len(g)
-    c = [row[i] for row in g]
+def _project_weights(g: SmallGram, i: int) -> list[float]:
+    """:func:`project_weights` with Python-float iterates: each iteration is a few operations on T numbers, where
+    every distinct numpy or torch call costs 20-40 us inside a training step (docs/decisions.md); G's products
+    and the free-set systems run in plain Python up to ``SMALL_SYSTEM`` tasks and in numpy beyond
+    (:class:`~mtlkit.aggregation.base.SmallGram`, :func:`~mtlkit.aggregation.base.solve_lists`)."""
+    t = len(g.rows)
+    c = [row[i] for row in g.rows]
     lam = [0.0] * t
     free = [False] * t
     for _ in range(3 * t + 10):  # the method is finite; the cap only guards against rounding cycles
-        grad = [dot(row, lam) + cj for row, cj in zip(g, c, strict=True)]
+        grad = [x + cj for x, cj in zip(g.times(lam), c, strict=True)]
         entering, lowest = -1, -KKT_TOL
         for j in range(t):
             if not free[j] and grad[j] < lowest:
@@ -83,7 +74,7 @@ def _project_weights(g: list[list[float]], i: int) -> list[float]:
         free[entering] = True
         for _ in range(t):
             idx = [j for j in range(t) if free[j]]
-            solution = solve_lists([[g[a][b] for b in idx] for a in idx], [-c[a] for a in idx])
+            solution = solve_lists(g.block(idx), [-c[a] for a in idx])
             assert solution is not None  # G is positive definite, so is every principal block
             z = [0.0] * t
             for a, value in zip(idx, solution, strict=True):
@@ -104,41 +95,6 @@ def _project_weights(g: list[list[float]], i: int) -> list[float]:
             free = [f and x > 0 for f, x in zip(free, lam, strict=True)]
             lam = [x if f else 0.0 for x, f in zip(lam, free, strict=True)]
     w = lam
-    w[i] += 1.0
-    return w
-
-
-def _project_weights_array(g: np.ndarray, i: int) -> np.ndarray:
-    """:func:`_project_weights` in numpy, for more than ``SMALL_SYSTEM`` tasks (where the T^2 Python operations
-    per iteration cost more than numpy's calls: 8.2 vs 3.8 ms for the T QPs at T = 20, measured)."""
-    t = g.shape[0]
-    c = g[:, i]
-    lam = np.zeros(t)
-    free = np.zeros(t, dtype=bool)
-    for _ in range(3 * t + 10):  # the method is finite; the cap only guards against rounding cycles
-        grad = g @ lam + c
-        candidates = ~free & (grad < -KKT_TOL)
-        if not candidates.any():
-            break
-        free[int(np.argmin(np.where(candidates, grad, np.inf)))] = True
-        for _ in range(t):
-            idx = np.flatnonzero(free)
-            z = np.zeros_like(lam)
-            z[idx] = np.linalg.solve(g[np.ix_(idx, idx)], -c[idx])
-            if (z[idx] > 0).all():
-                lam = z
-                break
-            # step from lam (feasible) towards z until the first free variable reaches 0, and bind it
-            blocking = idx[z[idx] <= 0]
-            gap = lam[blocking] - z[blocking]
-            safe = np.maximum(gap, np.finfo(np.float64).tiny)
-            ratios = np.where(gap > 0, lam[blocking] / safe, 0.0)
-            first = int(np.argmin(ratios))
-            lam = lam + float(ratios[first]) * (z - lam)
-            free[blocking[first]] = False
-            free &= lam > 0
-            lam = np.where(free, lam, 0.0)
-    w = lam.copy()
     w[i] += 1.0
     return w
 
