@@ -71,9 +71,12 @@ _PCG64_BYTES = 16 + 16 + 1 + 4
 
 class OwnsUniformStream:
     """Mixin for ``nn.Module`` subclasses that draw a uniform number per gradient coordinate (GradDrop): a numpy
-    PCG64 generator seeded by ``seed``, whose float32 draws fill a buffer the module reuses (measured here: 1.7 ms
-    per million draws, torch's CPU generator 3.0 ms plus a fresh tensor's page faults). Its state (37 bytes, a
-    uint8 tensor) travels in ``state_dict`` as extra state; ``reseed()`` restarts the stream."""
+    PCG64 generator seeded by ``seed``. Each 64-bit output gives four 16-bit draws k, and U = k / 2**16 fills a
+    float32 buffer the module reuses: U is uniform on the 65,536 points {0, 1/65536, ..., 65535/65536}, so
+    P(p > U) = ceil(65536 p) / 65536 is within 1/65536 of p (0 at p = 0 and 1 at p = 1 exactly). Measured here:
+    0.76 ms per million draws, against 1.6 ms for numpy's float32 draws (24 bits each) and 3.0 ms for torch's CPU
+    generator plus a fresh tensor's page faults. Its state (37 bytes, a uint8 tensor) travels in ``state_dict`` as
+    extra state; ``reseed()`` restarts the stream."""
 
     seed: int
     _stream: np.random.Generator
@@ -90,11 +93,13 @@ class OwnsUniformStream:
         self._stream = np.random.Generator(np.random.PCG64(self.seed))
 
     def uniform(self, n: int) -> Tensor:
-        """n float32 draws in [0, 1) on the CPU: a view of the module's buffer, overwritten by the next call (the
-        caller may use it as scratch space)."""
+        """n float32 draws in [0, 1), multiples of 1/65536, on the CPU: a view of the module's buffer, overwritten
+        by the next call (the caller may use it as scratch space). Little-endian words on every platform, so a seed
+        gives the same draws everywhere."""
         if self._draws is None or self._draws.size != n:
             self._draws = np.empty(n, dtype=np.float32)
-        self._stream.random(dtype=np.float32, out=self._draws)
+        words = self._stream.bit_generator.random_raw(-(-n // 4)).astype("<u8", copy=False)
+        np.multiply(words.view("<u2")[:n], np.float32(2.0**-16), out=self._draws)
         return torch.from_numpy(self._draws)
 
     def get_extra_state(self) -> Any:

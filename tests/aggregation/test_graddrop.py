@@ -30,14 +30,42 @@ def test_hand_case_with_fixed_draws() -> None:
     torch.testing.assert_close(graddrop_direction(jac, u, 1.0), jac.sum(0))
 
 
+def _sixteen_bit_draws(bits: np.random.PCG64, n: int) -> torch.Tensor:
+    """The documented stream, written out: each 64-bit output w gives k_j = (w >> 16 j) & 0xFFFF, j = 0..3 (the
+    leftovers of the last word are dropped), and U = k / 65536."""
+    words = [int(w) for w in bits.random_raw(-(-n // 4))]
+    ks = [(w >> (16 * j)) & 0xFFFF for w in words for j in range(4)][:n]
+    return torch.tensor([k / 65536 for k in ks], dtype=torch.float32)
+
+
 def test_module_draws_from_its_own_stream() -> None:
-    """U is the float32 stream of numpy's PCG64 seeded with ``seed``, one draw per coordinate and step."""
+    """U comes from numpy's PCG64 seeded with ``seed``: four 16-bit draws per 64-bit output, one per coordinate
+    and step (50 coordinates: 13 words a step, the last two draws of each step's last word unused)."""
     jac = torch.randn(3, 50, generator=torch.Generator().manual_seed(0))
-    stream = np.random.Generator(np.random.PCG64(7))
+    bits = np.random.PCG64(7)
     method = GradDrop(SCHEMA3, seed=7)
     for _ in range(3):
-        expected = graddrop_direction(jac, torch.from_numpy(stream.random(50, dtype=np.float32)))
+        expected = graddrop_direction(jac, _sixteen_bit_draws(bits, 50))
         torch.testing.assert_close(method(jac), expected, rtol=0, atol=0)
+
+
+def test_draws_are_uniform_on_sixteen_bit_points_and_keep_with_probability_p() -> None:
+    """U in {0, ..., 65535} / 65536 with each point about equally often, and a coordinate of purity p keeps its
+    positive side with frequency p (binomial bounds, 5 sigma: a draw biased by 1% fails)."""
+    method = GradDrop(SCHEMA2, seed=11)
+    n = 400_000
+    u = method.uniform(n).clone()
+    k = u * 65536
+    assert torch.equal(k, k.round())
+    assert float(k.min()) >= 0
+    assert float(k.max()) <= 65535
+    assert abs(float(u.double().mean()) - 0.5) < 5 * (1 / 12) ** 0.5 / n**0.5
+    counts = torch.bincount((u * 16).long(), minlength=16).double()  # 16 bins of 4,096 points each
+    assert float(((counts - n / 16) ** 2 / (n / 16)).sum()) < 50  # chi-square, 15 degrees of freedom
+    for p in (0.3, 0.75, 0.999):
+        jac = torch.tensor([[p], [p - 1.0]]).expand(2, n)  # P = p / (p + 1 - p) = p in every column
+        kept_positive = float((method(jac) > 0).double().mean())
+        assert abs(kept_positive - p) < 5 * (p * (1 - p) / n) ** 0.5 + 1 / 65536
 
 
 def test_direction_leaves_the_callers_tensors_alone() -> None:

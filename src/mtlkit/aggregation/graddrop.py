@@ -17,8 +17,9 @@ mode; ``parameter`` works too). It reduces per-example gradients over the batch 
 activations are batch-separated; mtlkit computes P on every coordinate of the flattened gradient (batch x width)
 as given, and does not use the paper's optional input-sign correction.
 
-Randomness: U comes from a numpy PCG64 stream owned by the module (seeded by ``seed``, float32 draws on the CPU
-into a buffer the module reuses, its state in ``state_dict`` as extra state; ``reset()`` reseeds it; see
+Randomness: U comes from a numpy PCG64 stream owned by the module (seeded by ``seed``; 16-bit draws, U = k / 65536,
+so a coordinate keeps its positive side with probability ceil(65536 P) / 65536, within 1/65536 of P; float32 on the
+CPU in a buffer the module reuses, its state in ``state_dict`` as extra state; ``reset()`` reseeds it; see
 :class:`~mtlkit.seeding.OwnsUniformStream`). The draw does not depend on the task order and P and
 the masks are symmetric in the tasks, so permuting the tasks leaves the direction unchanged for the same draw:
 ``order_invariant`` is True.
