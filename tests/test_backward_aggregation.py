@@ -437,21 +437,40 @@ def test_a_one_process_group_changes_nothing(tmp_path: Path) -> None:
         torch.testing.assert_close(got, by_param[pname], msg=pname)
 
 
+NUMERIC_SCHEMA = Schema((Feature("x", "numeric"), Feature("z", "numeric")), SCHEMA.tasks)
+
+
+@pytest.mark.parametrize("features", ["embedding", "numeric"])
 @pytest.mark.parametrize("strategy", ["batched", "loop"])
 @pytest.mark.parametrize("model_name", ["mmoe", "omoe", "dselect_k", "cgc", "ple"])
 @pytest.mark.parametrize("detach", [True, False], ids=["detached", "read-through"])
 @pytest.mark.parametrize("method", ["mean", "mgda", "graddrop"])
 def test_parameter_mode_with_a_gated_mix_gives_the_generic_gradients(
-    method: str, detach: bool, model_name: str, strategy: str, monkeypatch: pytest.MonkeyPatch
+    method: str, detach: bool, model_name: str, strategy: str, features: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Parameter mode with Output.mix: one backward through the towers, then the per-task products start at the
-    tower inputs (MMoE, OMoE, DSelect-k; CGC / PLE and read-through dependencies take the generic path); every
-    parameter's gradient is that of the generic path, batched or looped."""
+    tower inputs (MMoE, OMoE, DSelect-k; CGC / PLE and read-through dependencies take the generic path), or at
+    Output.shared from the mix's factors where no shared parameter reaches the towers beside it (MMoE on numeric
+    inputs: no shared embedding feeds the gates); every parameter's gradient is that of the generic path,
+    batched or looped."""
     from mtlkit import backward as engine
 
     monkeypatch.setattr(engine, "CPU_BATCHED_MAX_PARAMETERS", 10**9 if strategy == "batched" else 0)
+    routes: list[bool] = []
+
+    def spy(*args: object) -> bool:
+        routes.append(beside(*args))
+        return routes[-1]
+
+    beside = engine._beside_shared
+    monkeypatch.setattr(engine, "_beside_shared", spy)
     torch.manual_seed(0)
-    model = create_model(model_name, SCHEMA, detach_dependency=detach)
+    schema = SCHEMA if features == "embedding" else NUMERIC_SCHEMA
+    model = create_model(model_name, schema, detach_dependency=detach)
     via_mix = _representation_grads(model, method, with_mix=True, mode="parameter")
     generic = _representation_grads(model, method, with_mix=False, mode="parameter")
     _assert_same_grads(via_mix, generic)
+    # beside Output.shared: OMoE's one gate is shared; MMoE's gates read the shared embedding when there is one;
+    # DSelect-k's default gates are static (they read no input)
+    beside_expected = {"mmoe": features == "embedding", "omoe": True, "dselect_k": False}
+    assert routes == ([beside_expected[model_name]] if model_name in beside_expected and detach else [])

@@ -180,6 +180,9 @@ class _Beyond:
     parameters: tuple[nn.Parameter, ...]
     trainable: tuple[bool, ...]
     leaves: tuple[Tensor, ...] | None
+    #: ids of the leaves that reach the tower inputs other than through Output.shared (the gates, PLE's task
+    #: experts...), found the first time parameter mode asks (see _jacobian_from_inputs)
+    beside_shared: frozenset[int] | None = None
 
 
 _BEYOND: weakref.WeakKeyDictionary[nn.Module, _Beyond] = weakref.WeakKeyDictionary()
@@ -386,10 +389,10 @@ def _aggregate(
     # a shared parameter beyond the mix would need its per-task gradients from the towers too: generic path
     passed = _through_towers(losses, total, model, name, mix, shared, shared_ids)
     if passed is not None:
-        assert mix is not None
+        assert mix is not None and shared is not None
         upstream, beyond = passed
         # the T vector-Jacobian products start at the tower inputs, each with its task's slice, not at the losses
-        jacobian = _all_reduce_hook(_jacobian_from_inputs(mix, upstream, shared_params, name))
+        jacobian = _all_reduce_hook(_jacobian_from_inputs(model, mix, upstream, shared, shared_params, name))
         direction = aggregator(jacobian)
         done = {id(x) for x in beyond}
         behind = [p for p in private if id(p) not in done]
@@ -512,15 +515,40 @@ def _through_towers(
 
 
 def _jacobian_from_inputs(
-    mix: GatedMix, upstream: Tensor, shared_params: list[nn.Parameter], name: str
+    model: nn.Module,
+    mix: GatedMix,
+    upstream: Tensor,
+    shared: Tensor,
+    shared_params: list[nn.Parameter],
+    name: str,
 ) -> Tensor:
     """[T, P]: row t is the gradient of L_t at the shared parameters, the vector-Jacobian product from the tower
-    inputs with task t's slice of their gradient ``upstream`` (zero elsewhere)."""
+    inputs with task t's slice of their gradient ``upstream`` (zero elsewhere).
+
+    When no shared parameter reaches the tower inputs except through ``shared`` (``Output.shared``: no shared
+    embedding feeds the gates, say), the products start at ``shared`` instead, with row t of the mix's
+    :class:`~mtlkit.aggregation.base.GatedJacobian` (weights_t (x) u_t, formed in one broadcast product): the
+    same rows, without differentiating the mix T times for cotangents that are zero but in one task's slice
+    (measured in docs/decisions.md)."""
     t = upstream.shape[1]
+    if not _beside_shared(model, mix, shared, shared_params):
+        rows = GatedJacobian(mix.weights, upstream).dense()
+        return vjp_rows(shared, rows.view(t, *shared.shape), list(shared_params), name)
     index = torch.arange(t, device=upstream.device)
     cotangents = upstream.new_zeros((t, *upstream.shape))
     cotangents[index, :, index, :] = upstream.transpose(0, 1)
     return vjp_rows(mix.inputs, cotangents, list(shared_params), name)
+
+
+def _beside_shared(
+    model: nn.Module, mix: GatedMix, shared: Tensor, shared_params: list[nn.Parameter]
+) -> bool:
+    """Whether a shared parameter reaches ``mix.inputs`` other than through ``shared`` (walked once per model,
+    with _beyond_mix's record, which _through_towers made this step)."""
+    record = _BEYOND[model]
+    if record.beside_shared is None:
+        record.beside_shared = frozenset(id(x) for x in _leaves(mix.inputs.grad_fn, shared.grad_fn))
+    return any(id(p) in record.beside_shared for p in shared_params)
 
 
 def _check_shared(
