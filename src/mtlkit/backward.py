@@ -389,7 +389,8 @@ def _aggregate(
     # a shared parameter beyond the mix would need its per-task gradients from the towers too: generic path
     passed = _through_towers(losses, total, model, name, mix, shared, shared_ids)
     if passed is not None:
-        assert mix is not None and shared is not None
+        assert mix is not None
+        assert shared is not None
         upstream, beyond = passed
         # the T vector-Jacobian products start at the tower inputs, each with its task's slice, not at the losses
         jacobian = _all_reduce_hook(_jacobian_from_inputs(model, mix, upstream, shared, shared_params, name))

@@ -214,9 +214,13 @@ class GatedJacobian:
 
     def dense(self) -> Tensor:
         """The matrix itself, [T, B*E*d]."""
-        t = self.weights.shape[1]
+        b, t, e = self.weights.shape
         gate = self.weights.transpose(0, 1).unsqueeze(-1)  # [T, B, E, 1]
-        return (gate * self.upstream.transpose(0, 1).unsqueeze(2)).reshape(t, -1)
+        # written into a [T, B, E, d] tensor: the product alone would follow its inputs' [B, T, ...] memory order,
+        # and flattening the rows would copy it (measured 118 -> 41 us at T = 2, 262 -> 120 us at T = 5)
+        dtype = torch.result_type(self.weights, self.upstream)
+        rows = torch.empty((t, b, e, self.upstream.shape[2]), dtype=dtype, device=self.upstream.device)
+        return torch.mul(gate, self.upstream.transpose(0, 1).unsqueeze(2), out=rows).view(t, -1)
 
 
 def solver_array(matrix: Tensor) -> np.ndarray:
