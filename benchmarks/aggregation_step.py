@@ -8,7 +8,8 @@ One training step = forward of mtlkit's MMoE on a batch of 1024 rows, the T bina
 ``list_aggregators()`` is timed in both modes:
 
 * ``parameter``: per-task gradients of the shared parameters (embeddings + experts): one backward through the
-  towers (MMoE reports its gated mix, ``Output.mix``), then T vector-Jacobian products from the tower inputs, by
+  towers (MMoE reports its gated mix, ``Output.mix``), then T vector-Jacobian products from the tower inputs (from
+  ``Output.shared`` with the mix's factors at the paper size, where no shared embedding feeds the gates), by
   the engine's rule (``mtlkit.backward.jacobian_strategy``: one batched ``autograd.grad`` for up to 100,000
   shared parameters, here the paper size; one per task above that on CPU, here the production size), then the
   gates' backward;
@@ -627,7 +628,9 @@ def docs_section(result: dict[str, Any]) -> str:
         f"`Adam(fused=True)` step; batch {result['batch_size']}, {result['threads']} threads) with each gradient "
         "aggregator, as a ratio to the equal-weight step (`static`) timed interleaved with it in the same rounds "
         "(median over rounds of the per-round ratio). `parameter`: per-task gradients of the shared parameters "
-        "(one backward through the towers, then T vector-Jacobian products from the tower inputs: one batched "
+        "(one backward through the towers, then T vector-Jacobian products from the tower inputs, or from "
+        "`Output.shared` with the mix's factors where no shared parameter bypasses it (the paper size: no "
+        "embedding feeds the gates): one batched "
         "`autograd.grad` at the paper size, one per task at the production size, by the engine's size rule "
         "`mtlkit.backward.jacobian_strategy`); `representation`: "
         "per-task gradients at "
