@@ -479,12 +479,12 @@ def test_parameter_mode_with_a_gated_mix_gives_the_generic_gradients(
 def test_the_walk_beside_output_shared_follows_other_outputs_of_its_node() -> None:
     """Parameter mode may start at Output.shared only when no shared parameter reaches the tower inputs beside
     it: the walk stops at the edge into ``shared`` itself, not at every edge into the node that made it."""
-    from mtlkit.backward import _leaves_beside
+    from mtlkit.backward import _leaves
 
     behind = torch.randn(4, requires_grad=True)
     gate = torch.randn(2, requires_grad=True)
     shared, other = (behind * 2).split(2)
-    assert {id(x) for x in _leaves_beside((shared * gate).grad_fn, shared)} == {id(gate)}
+    assert {id(x) for x in _leaves((shared * gate).grad_fn, shared.grad_fn, shared.output_nr)} == {id(gate)}
     # the split's other output reaches ``behind`` without passing through ``shared``
-    both = {id(x) for x in _leaves_beside((shared * gate + other).grad_fn, shared)}
+    both = {id(x) for x in _leaves((shared * gate + other).grad_fn, shared.grad_fn, shared.output_nr)}
     assert both == {id(gate), id(behind)}

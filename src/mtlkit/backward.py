@@ -188,20 +188,21 @@ class _Beyond:
 _BEYOND: weakref.WeakKeyDictionary[nn.Module, _Beyond] = weakref.WeakKeyDictionary()
 
 
-def _leaves(root: Node | None, stop: Node | None) -> set[Tensor]:
-    """The leaf tensors (AccumulateGrad variables) of the graph below ``root``, not descending below ``stop``."""
+def _leaves(root: Node | None, stop: Node | None, output: int | None = None) -> set[Tensor]:
+    """The leaf tensors (AccumulateGrad variables) of the graph below ``root``, not descending below ``stop``
+    (below its ``output``-th output only, when given: an edge into another of its outputs is followed)."""
     found: dict[int, Tensor] = {}
     seen: set[int] = set()
-    todo = [root]
+    todo: list[tuple[Node | None, int]] = [(root, -1)]
     while todo:
-        node = todo.pop()
-        if node is None or node is stop or id(node) in seen:
+        node, nr = todo.pop()
+        if node is None or id(node) in seen or (node is stop and (output is None or nr == output)):
             continue
         seen.add(id(node))
         variable = getattr(node, "variable", None)
         if variable is not None:
             found[id(variable)] = variable
-        todo.extend(child for child, _ in node.next_functions)
+        todo.extend(node.next_functions)
     return set(found.values())
 
 
@@ -548,26 +549,10 @@ def _beside_shared(
     with _beyond_mix's record, which _through_towers made this step)."""
     record = _BEYOND[model]
     if record.beside_shared is None:
-        record.beside_shared = frozenset(id(x) for x in _leaves_beside(mix.inputs.grad_fn, shared))
+        # stop at the edge into shared itself, not at its node: another output of that node (a split) leads beside
+        beside = _leaves(mix.inputs.grad_fn, shared.grad_fn, shared.output_nr)
+        record.beside_shared = frozenset(id(x) for x in beside)
     return any(id(p) in record.beside_shared for p in shared_params)
-
-
-def _leaves_beside(root: Node | None, shared: Tensor) -> list[Tensor]:
-    """The leaf tensors below ``root`` reached other than through ``shared``: the walk stops at the edge into
-    ``shared`` itself, but follows an edge into another output of the node that made it (a split, say)."""
-    found: dict[int, Tensor] = {}
-    seen: set[int] = set()
-    todo: list[tuple[Node | None, int]] = [(root, -1)]
-    while todo:
-        node, output = todo.pop()
-        if node is None or (node is shared.grad_fn and output == shared.output_nr) or id(node) in seen:
-            continue
-        seen.add(id(node))
-        variable = getattr(node, "variable", None)
-        if variable is not None:
-            found[id(variable)] = variable
-        todo.extend(node.next_functions)
-    return list(found.values())
 
 
 def _check_shared(
