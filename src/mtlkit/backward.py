@@ -16,7 +16,9 @@ data declared on its class) and computes just that:
     ``autograd.grad`` over the rows of the identity. The aggregated direction is written into the shared
     parameters' ``.grad``; every task-private parameter gets the plain gradient of its own task's loss (the
     gradient of the loss sum restricted to it, which no other task reaches). With a separable gated mix (see
-    below) the T products start at the tower inputs, after one backward through the towers.
+    below) the T products start at the tower inputs, after one backward through the towers, or at
+    ``Output.shared`` with the outer products below as cotangents when no shared parameter reaches the tower
+    inputs beside it (no shared embedding feeding the gates, say).
   - ``representation`` (the MGDA-UB trick): of ``Output.shared`` (D = its size), through the task-specific
     part only. With d the aggregated direction there and g_i the rows, one backward with two roots,
     ``sum_i L_i`` and ``Output.shared`` with gradient ``d - sum_i g_i``, gives every parameter its plain gradient
