@@ -35,9 +35,10 @@ is only the towers and gates).
 ``--system-site-packages`` that reuses this environment's torch; LibMTL is installed with ``--no-deps``): its
 EW, MGDA, PCGrad and CAGrad weightings (parameter mode, ``rep_grad=False``: one backward per task, as its
 ``Trainer`` does) on LibMTL's own ``MMoE`` architecture with equivalent experts / towers, in a subprocess of the
-same run (see ``LIBMTL_RUNNER``). LibMTL 1.1.5 has no Nash-MTL, and its CAGrad hard-codes 3 tasks in two reshapes:
-the runner replaces that 3 by the task count at run time and labels those ratios "measured, patched". Without ``--libmtl`` (or when LibMTL cannot be
-installed / run) the LibMTL ratios quoted in the issue are shown, labelled as quoted.
+same run (see ``LIBMTL_RUNNER``). LibMTL 1.1.5 has no Nash-MTL, and its CAGrad hard-codes 3 tasks in two
+reshapes: the runner replaces that 3 by the task count at run time and labels those ratios "measured, patched".
+Without ``--libmtl`` (or when LibMTL cannot be installed / run) the LibMTL ratios quoted in the issue are shown,
+labelled as quoted.
 
 Writes a JSON result (``--json``) and the ``aggregation_step`` section of ``docs/benchmarks.md`` (unless
 ``--no-docs``). Run from the repository root::

@@ -217,6 +217,20 @@ def _representation_grads(
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
+def _results(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> list[object]:
+    """Wrap ``owner.name`` (a module function or a class's method) so that each call's result is appended to the
+    returned list; the call itself is unchanged."""
+    results: list[object] = []
+    original = getattr(owner, name)
+
+    def wrapper(*args: object) -> object:
+        results.append(original(*args))
+        return results[-1]
+
+    monkeypatch.setattr(owner, name, wrapper)
+    return results
+
+
 def _assert_same_grads(
     got: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], relative: bool = False
 ) -> None:
@@ -319,17 +333,10 @@ def test_representation_mode_aggregates_inside_one_backward_where_the_mix_is_a_m
     engine differentiates in two steps."""
     from mtlkit import backward as engine
 
-    taken: list[bool] = []
-    single = engine._backward_through_mix
-
-    def spy(*args: object) -> None:
-        taken.append(True)
-        single(*args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(engine, "_backward_through_mix", spy)
+    taken = _results(monkeypatch, engine, "_backward_through_mix")
     torch.manual_seed(0)
     _representation_grads(create_model(model_name, SCHEMA, detach_dependency=detach), method, with_mix=True)
-    assert taken == ([True] if detach and model_name != "omoe" and method != "graddrop" else [])
+    assert len(taken) == (1 if detach and model_name != "omoe" and method != "graddrop" else 0)
 
 
 @pytest.mark.parametrize(
@@ -343,16 +350,7 @@ def test_both_ways_of_aggregating_at_the_mix_give_the_generic_gradients(
     """Inside the one backward the engine either scales the tower inputs' gradient by the weights (and divides the
     gates' gradient back) or replaces the plain sum at Output.shared by the direction: whichever the weights
     allow, every parameter gets the generic path's gradient."""
-    from mtlkit.aggregation.base import GatedJacobian as Gated
-
-    decisions: list[bool] = []
-    scalable = Gated.scalable
-
-    def record(self: Gated, coefficients: torch.Tensor) -> bool:
-        decisions.append(scalable(self, coefficients))
-        return decisions[-1]
-
-    monkeypatch.setattr(Gated, "scalable", record)
+    decisions = _results(monkeypatch, GatedJacobian, "scalable")
     grads = []
     for with_mix in (True, False):
         torch.manual_seed(0)
@@ -456,14 +454,7 @@ def test_parameter_mode_with_a_gated_mix_gives_the_generic_gradients(
     from mtlkit import backward as engine
 
     monkeypatch.setattr(engine, "CPU_BATCHED_MAX_PARAMETERS", 10**9 if strategy == "batched" else 0)
-    routes: list[bool] = []
-
-    def spy(*args: object) -> bool:
-        routes.append(beside(*args))
-        return routes[-1]
-
-    beside = engine._beside_shared
-    monkeypatch.setattr(engine, "_beside_shared", spy)
+    routes = _results(monkeypatch, engine, "_beside_shared")
     torch.manual_seed(0)
     schema = SCHEMA if features == "embedding" else NUMERIC_SCHEMA
     model = create_model(model_name, schema, detach_dependency=detach)

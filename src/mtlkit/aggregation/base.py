@@ -203,7 +203,7 @@ class GatedJacobian:
         dtype = u.dtype if in_dtype else torch.float64
         if dtype != u.dtype:
             w, u = w.to(dtype), u.to(dtype)
-        if any(ci != 1.0 for ci in c):  # the plain sum (GradDrop's sign sums) needs no scaling
+        if any(ci != 1.0 for ci in c):  # a plain sum (no conflict in PCGrad, say) needs no scaling
             scale = coefficients.to(device=u.device, dtype=dtype).view(1, len(c), 1)
             if w.shape[2] <= u.shape[2]:
                 w = w * scale
@@ -211,6 +211,14 @@ class GatedJacobian:
                 u = u * scale
         direction = torch.bmm(w.transpose(1, 2), u).view(-1)
         return direction if dtype == self.upstream.dtype else direction.to(self.upstream.dtype)
+
+    def sign_sums(self) -> tuple[Tensor, Tensor]:
+        """(sum_t max(g_t, 0), sum_t min(g_t, 0)) [B*E*d] from the factors, for non-negative gate weights
+        (softmax gates): max(w u, 0) = w max(u, 0), so each is one batched product [B, E, T] x [B, T, d]."""
+        mix = self.weights.transpose(1, 2)
+        positive = torch.bmm(mix, self.upstream.clamp(min=0)).view(-1)
+        negative = torch.bmm(mix, self.upstream.clamp(max=0)).view(-1)
+        return positive, negative
 
     def dense(self) -> Tensor:
         """The matrix itself, [T, B*E*d]."""

@@ -168,7 +168,8 @@ def cagrad_lists(g: SmallGram, c: float) -> list[float]:
     (:func:`~mtlkit.aggregation.base.unit_diagonal_lists`: the callers need that matrix too). The iterates are
     Python floats: each step is a few operations on T numbers, where every distinct numpy or torch call costs
     20-40 us inside a training step (docs/decisions.md); G's products and solves switch to numpy beyond
-    ``SMALL_SYSTEM`` tasks (:class:`~mtlkit.aggregation.base.SmallGram`, :func:`~mtlkit.aggregation.base.solve_lists`)."""
+    ``SMALL_SYSTEM`` tasks (:class:`~mtlkit.aggregation.base.SmallGram`,
+    :func:`~mtlkit.aggregation.base.solve_lists`)."""
     t = len(g.rows)
     mean = [1.0 / t] * t
     g_mean = g.times(mean)

@@ -136,15 +136,10 @@ class GradDrop(OwnsUniformStream, GradientAggregator):
         gram_hook: Callable[[Tensor], Tensor] | None = None,
     ) -> Tensor:
         """As :meth:`GradientAggregator.shifted`; a gated Jacobian with non-negative gate weights (softmax gates)
-        gives both sums from its factors: sum_t max(w_t u_t, 0) = sum_t w_t max(u_t, 0), likewise for min."""
+        gives both sums from its factors (:meth:`~mtlkit.aggregation.base.GatedJacobian.sign_sums`)."""
         if not isinstance(jacobian, GatedJacobian) or float(jacobian.weights.min()) < 0.0:
             return super().shifted(jacobian, shift, gram_hook)
-        mix = jacobian.weights.transpose(1, 2)  # [B, E, T]: each sum is one batched product with it
-        positive = torch.bmm(mix, jacobian.upstream.clamp(min=0)).view(-1)
-        negative = torch.bmm(mix, jacobian.upstream.clamp(max=0)).view(-1)
-        if shift:
-            plain = positive + negative  # before direction_from_sums overwrites them
-            return direction_from_sums(positive, negative, self.uniform(jacobian.shape[1]), self.leak).add_(
-                plain, alpha=shift
-            )
-        return direction_from_sums(positive, negative, self.uniform(jacobian.shape[1]), self.leak)
+        positive, negative = jacobian.sign_sums()
+        plain = positive + negative if shift else None  # before direction_from_sums overwrites them
+        direction = direction_from_sums(positive, negative, self.uniform(jacobian.shape[1]), self.leak)
+        return direction if plain is None else direction.add_(plain, alpha=shift)

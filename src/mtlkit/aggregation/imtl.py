@@ -15,8 +15,8 @@ one (T+1) x (T+1) system whose unknowns and entries are free of the gradients' s
 invertible the solution is the paper's alpha. The system is solved by Gaussian elimination
 (:func:`~mtlkit.aggregation.base.solve_lists`); when it is singular (numerically: smallest singular value <=
 sqrt(eps) of the input dtype times the largest, e.g. identical gradients) the minimum-norm least-squares solution
-(pseudo-inverse) is used instead, which for identical gradients gives equal weights. A zero gradient gets alpha_i = 0 and no equation. When the constraint cannot be met
-(sum alpha = 0) the weights are 0.
+(pseudo-inverse) is used instead, which for identical gradients gives equal weights. A zero gradient gets
+alpha_i = 0 and no equation. When the constraint cannot be met (sum alpha = 0) the weights are 0.
 
 Scale convention: identical task gradients g give g (weights 1/T). Opposite gradients give 0. The common
 projection lambda can be negative for strongly conflicting gradients, as in the paper's closed form.

@@ -61,7 +61,7 @@ def check_solver(max_iter: int, tol: float) -> None:
 
 
 def min_norm_weights(gram: Tensor, max_iter: int = 250, tol: float = 1e-6) -> Tensor:
-    """argmin of alpha^T G alpha over the simplex, from the Gram matrix G [T, T]: float64 alpha [T] on G's device.
+    """argmin of alpha^T G alpha over the simplex, from the Gram matrix G [T, T]: alpha [T] in G's dtype and on its device.
 
     Two tasks: the closed form (1/2 each when the two gradients coincide). More: Frank-Wolfe in its pairwise
     variant (Lacoste-Julien & Jaggi, NeurIPS 2015): each step moves weight from the worst vertex in use,
@@ -74,8 +74,7 @@ def min_norm_weights(gram: Tensor, max_iter: int = 250, tol: float = 1e-6) -> Te
     alpha^T G alpha, when the objective is zero to float64 precision relative to max_i G_ii (a
     Pareto-stationary point: d = 0), or after ``max_iter`` steps.
     """
-    alpha = min_norm_lists(solver_lists(gram), max_iter, tol)
-    return torch.tensor(alpha, dtype=torch.float64, device=gram.device)
+    return weights_tensor(min_norm_lists(solver_lists(gram), max_iter, tol), gram)
 
 
 def _affine_start(g: list[list[float]]) -> list[float]:
@@ -194,7 +193,7 @@ class MGDA(GradientAggregator):
 
     def weights(self, gram: Tensor) -> Tensor:
         if self.normalization == "none":
-            return weights_tensor(min_norm_lists(solver_lists(gram), self.max_iter, self.tol), gram)
+            return min_norm_weights(gram, self.max_iter, self.tol)
         g = solver_array(gram)
         f = self._inverse_norms(g)
         scaled = min_norm_lists((g * f[:, None] * f[None, :]).tolist(), self.max_iter, self.tol)

@@ -31,8 +31,8 @@ from collections.abc import Sequence
 import numpy as np
 from torch import Tensor
 
-from mtlkit.aggregation.base import GradientAggregator, Mode, solver_array, solver_lists, weights_tensor
-from mtlkit.aggregation.mgda import check_solver, min_norm_lists
+from mtlkit.aggregation.base import GradientAggregator, Mode, solver_array, weights_tensor
+from mtlkit.aggregation.mgda import check_solver, min_norm_lists, min_norm_weights
 from mtlkit.schema import Schema
 
 
@@ -86,7 +86,7 @@ class PELTR(GradientAggregator):
 
     def weights(self, gram: Tensor) -> Tensor:
         if self.bounds is None:  # c = 0, r = 1: the problem is MGDA's on G itself
-            return weights_tensor(min_norm_lists(solver_lists(gram), self.max_iter, self.tol), gram)
+            return min_norm_weights(gram, self.max_iter, self.tol)
         g = solver_array(gram)
         c = np.array(self.bounds, dtype=np.float64)
         r = 1.0 - c.sum()

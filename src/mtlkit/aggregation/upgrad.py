@@ -14,8 +14,9 @@ weights do not depend on the scale of the gradients (d is proportional to it).
 Solver: an exact primal active-set method (Lawson-Hanson for bound-constrained QPs) per task, in float64 on the
 CPU (on Python floats up to ``SMALL_SYSTEM`` tasks, numpy beyond): free the variable with the most negative
 gradient, solve the equality-constrained problem on the free set (one Cholesky-sized solve), step back to
-feasibility while a free variable would turn negative, repeat until the KKT conditions hold to 1e-12. Each solve costs O(k^3) for k free variables and a QP takes at most a few
-times T of them in practice, so the T QPs cost about O(T^5) flops in the worst case: nothing for T <= 20.
+feasibility while a free variable would turn negative, repeat until the KKT conditions hold to 1e-12. Each
+solve costs O(k^3) for k free variables and a QP takes at most a few times T of them in practice, so the
+T QPs cost about O(T^5) flops in the worst case: nothing for T <= 20.
 
 Numerics: G is symmetrised, divided by its largest diagonal entry, its eigenvalues are clipped at 0 (only when
 G plus the ridge is not positive definite: see ``psd_unit_diagonal``) and a ridge
