@@ -22,6 +22,9 @@ from typing import Any, TypeVar
 
 import torch
 
+from mtlkit.training.memory import keep_freed_memory
+
+ALLOCATORS = ("trainer", "default")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 DEFAULT_DOCS = REPO_ROOT / "docs" / "benchmarks.md"
@@ -172,6 +175,38 @@ def add_output_arguments(parser: argparse.ArgumentParser, section: str) -> None:
     )
     parser.add_argument("--docs", type=Path, default=DEFAULT_DOCS, help="the benchmarks page to update")
     parser.add_argument("--no-docs", action="store_true", help="do not update the benchmarks page")
+
+
+def add_allocator_argument(parser: argparse.ArgumentParser) -> None:
+    """``--allocator``: ``trainer`` (glibc's malloc thresholds raised as ``mtlkit train`` raises them,
+    ``training.keep_freed_memory``) or ``default`` (malloc left as the process found it)."""
+    parser.add_argument(
+        "--allocator",
+        choices=ALLOCATORS,
+        default="trainer",
+        help="trainer: keep freed memory in the process as mtlkit train does (training.keep_freed_memory: "
+        "glibc's malloc thresholds raised, so freed buffers are not faulted in again every step); default: "
+        "leave malloc as it is",
+    )
+
+
+def apply_allocator(choice: str) -> dict[str, Any]:
+    """Apply ``--allocator`` to this process (before anything is timed); the JSON record of what was done."""
+    if choice == "default":
+        return {"choice": choice, "applied": False, "reason": "malloc left as it is"}
+    setting = keep_freed_memory()
+    return {"choice": choice, "applied": setting.applied, "reason": setting.reason}
+
+
+def allocator_sentence(record: Mapping[str, Any]) -> str:
+    """One sentence for a docs section: how memory was allocated in the run."""
+    if record["applied"]:
+        return (
+            "Memory: freed memory kept in the process, as `mtlkit train` does (`training.keep_freed_memory`: "
+            "glibc's malloc thresholds raised to 256 MiB (mmap) and 1 GiB (trim), so the buffers a step frees "
+            "are reused by the next one instead of going back to the OS and being faulted in again)."
+        )
+    return f"Memory: malloc as the process found it ({record['reason']})."
 
 
 def require_positive(parser: argparse.ArgumentParser, args: argparse.Namespace, names: Iterable[str]) -> None:

@@ -72,6 +72,7 @@ from mtlkit.losses import LossSet
 from mtlkit.models import create_model
 from mtlkit.models.base import Output
 from mtlkit.schema import Feature, Schema, Task
+from mtlkit.training.memory import MMAP_THRESHOLD, TRIM_THRESHOLD
 from mtlkit.weighting import create_weighting
 
 # benchmarks/_common.py is imported from this file's folder, also when a test loads this file by its path
@@ -283,6 +284,11 @@ import torch.nn.functional as F
 
 cfg = json.loads(sys.argv[1])
 torch.set_num_threads(cfg["threads"])
+if cfg["keep_freed_memory"]:  # the thresholds mtlkit's side runs with (mallopt: M_MMAP_THRESHOLD -3, M_TRIM -1)
+    import ctypes
+    libc = ctypes.CDLL(None)
+    libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    assert libc.mallopt(-3, cfg["mmap_threshold"]) and libc.mallopt(-1, cfg["trim_threshold"])
 # LibMTL/__init__.py imports LibMTL.model.resnet, which imports torchvision.models.utils (gone from torchvision
 # and not needed here): register empty packages and import only the architecture and weighting modules.
 spec = importlib.util.find_spec("LibMTL")
@@ -464,6 +470,9 @@ def run_libmtl(args: argparse.Namespace) -> dict[str, Any]:
             "threads": args.threads,
             "seed": args.seed,
             "cagrad_reshapes": LIBMTL_CAGRAD_RESHAPES,
+            "keep_freed_memory": args.allocator_record["applied"],
+            "mmap_threshold": MMAP_THRESHOLD,
+            "trim_threshold": TRIM_THRESHOLD,
         }
         with tempfile.TemporaryDirectory() as tmp:
             runner = Path(tmp) / "libmtl_runner.py"
@@ -646,6 +655,9 @@ def docs_section(result: dict[str, Any]) -> str:
         + f". Rounds: paper {result['repeats']}, production {result['production_repeats']}, "
         f"{result['steps_per_round']} timed steps per contender per round.",
         "",
+        _common.allocator_sentence(result["allocator"])
+        + (" LibMTL's process runs with the same thresholds." if result["allocator"]["applied"] else ""),
+        "",
     ]
     for key, g in result["groups"].items():
         size, tasks = key.split("/")
@@ -753,6 +765,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--libmtl-venv", type=Path, default=LIBMTL_VENV, help="the venv LibMTL is installed into")
     p.add_argument("--libmtl-timeout", type=float, default=900, help="seconds allowed for the LibMTL run")
+    _common.add_allocator_argument(p)
     _common.add_output_arguments(p, SECTION)
     args = p.parse_args(argv)
     _common.require_positive(p, args, ("repeats", "production_repeats", "steps_per_round", "threads"))
@@ -777,6 +790,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(raw_args)
     command = _common.command_line(SCRIPT, raw_args)
     torch.set_num_threads(args.threads)
+    # before anything is timed; the LibMTL process gets the same thresholds
+    args.allocator_record = _common.apply_allocator(args.allocator)
     started = time.perf_counter()
     groups = {
         f"{size}/{tasks}": run_group(SIZES[size], tasks, args) for size in args.sizes for tasks in args.tasks
@@ -789,6 +804,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "learning_rate": LEARNING_RATE,
         "adam": "fused",
+        "allocator": args.allocator_record,
         "baseline": BASELINE,
         "methods": args.methods,
         "modes": args.modes,

@@ -40,10 +40,14 @@ each round measures the matmul rates, times ``--steps-per-round`` consecutive st
 (in an order reversed every other round), and measures the matmul rates again (the round's ceiling is the mean
 of the two). Each model's block of timed steps starts with ``--round-warmup`` untimed steps: the first step after
 the matmul measurement (or after another model) runs on cold caches, which otherwise penalises whichever model
-runs first in a round (measured: ~9% at the paper size) and, with an odd number of rounds, biases the median. Reported numbers are medians over rounds; the speedup of mtlkit's MMoE over the looped one is the
-median of the per-round ratios. Each step's forward (+ loss) / zero_grad + backward / optimizer time is also
-recorded (``phase_seconds``), and so are the process's minor page faults per step (``minor_faults_per_step``:
-memory the allocator returned to the OS and faulted in again, a cost that varies between runs).
+runs first in a round (measured: ~9% at the paper size) and, with an odd number of rounds, biases the median.
+Reported numbers are medians over rounds; the speedup of mtlkit's MMoE over the looped one is the median of the
+per-round ratios. Each step's forward (+ loss) / zero_grad + backward / optimizer time is also recorded
+(``phase_seconds``), and so are the process's minor page faults per step (``minor_faults_per_step``: memory the
+allocator returned to the OS and faulted in again, a cost that varies between runs). By default
+(``--allocator trainer``) the process keeps freed memory as ``mtlkit train`` does
+(:func:`mtlkit.training.memory.keep_freed_memory`), for every contender alike; ``--allocator default`` leaves
+glibc's malloc as it is.
 
 Writes a JSON result (``--json``) and the ``model_step`` section of ``docs/benchmarks.md`` (unless
 ``--no-docs``). Run from the repository root::
@@ -616,12 +620,13 @@ def docs_section(result: dict[str, Any]) -> str:
         "same forward FLOPs for every model (JSON: `counted_forward`); its backward count is lower at the paper "
         "size, where the numeric-only input needs no dX.",
         "",
-        "Page faults/step: minor page faults of the process per training step (median over rounds). glibc's "
-        "`malloc` may hand the freed top of its heap back to the OS at the end of a step and fault it in again "
-        "during the next one; whether it does depends on the heap's history, so a model's time at the "
-        "production size can differ by several ms between runs (thousands of faults per step cost several ms "
-        "here). It is a process setting, not mtlkit's: e.g. `MALLOC_MMAP_THRESHOLD_=268435456 "
-        "MALLOC_TRIM_THRESHOLD_=1073741824` in the environment removes these faults.",
+        _common.allocator_sentence(result["allocator"]),
+        "",
+        "Page faults/step: minor page faults of the process per training step (median over rounds). With "
+        "glibc's default thresholds `malloc` may hand the freed top of its heap (and every freed block above "
+        "its mmap threshold) back to the OS at the end of a step and fault it in again during the next one; "
+        "whether it does depends on the heap's history, so a step at the production size then differs by "
+        "several ms between runs (`--allocator default` shows it).",
         "",
         f"Matmul ceiling (median over rounds): {sig3(mm['ceiling_gflops'])} GFLOP/s "
         f"(`torch.mm` 1024 x 1024 x 1024); production experts' first-layer shape "
@@ -820,6 +825,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "trainer uses on CPU; default = torch's default choice)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the random batches")
+    _common.add_allocator_argument(p)
     _common.add_output_arguments(p, SECTION)
     args = p.parse_args(argv)
     _common.require_positive(p, args, ("repeats", "steps_per_round", "matmul_calls", "threads"))
@@ -836,6 +842,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(raw_args)
     command = _common.command_line(SCRIPT, raw_args)
     torch.set_num_threads(args.threads)
+    allocator = _common.apply_allocator(args.allocator)
 
     operands = make_matmul_operands(args.seed)
     for a, b in operands.values():
@@ -864,6 +871,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "steps_per_round": args.steps_per_round,
         "threads": torch.get_num_threads(),
         "adam": args.adam,
+        "allocator": allocator,
         "learning_rate": LEARNING_RATE,
         **_common.environment(),
         "flops_formula": "forward = sum of 2*in*out over matmuls (experts, gates, mix, towers); train = 3*forward",

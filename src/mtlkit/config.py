@@ -365,7 +365,10 @@ class TrainingConfig(_Section):
     Schedules: ``none`` (constant lr); ``cosine`` (cosine decay from lr to 0 over the whole run); ``step`` (lr
     times ``gamma`` every ``step_size`` epochs; gamma defaults to 0.1); ``linear_warmup`` (lr rises linearly
     over the first ``warmup_steps`` optimizer steps, then stays constant). ``grad_clip`` is the max total
-    gradient norm. ``device``: auto (cuda when available, else cpu), cpu, cuda or cuda:N.
+    gradient norm. ``device``: auto (cuda when available, else cpu), cpu, cuda or cuda:N. ``keep_freed_memory``
+    raises glibc's malloc thresholds for the process so that the buffers a step frees are reused by the next step
+    instead of being returned to the OS and faulted in again (:mod:`mtlkit.training.memory`; no effect off glibc or
+    where the environment sets them); false leaves malloc as it is.
     """
 
     epochs: int = Field(default=10, ge=1)
@@ -383,6 +386,7 @@ class TrainingConfig(_Section):
     restore_best: bool = True
     device: str = "auto"
     num_threads: int | None = Field(default=None, ge=1)
+    keep_freed_memory: bool = True
     checkpoint_every: int = Field(default=1, ge=1)
     progress: bool = True
     tensorboard: bool = False

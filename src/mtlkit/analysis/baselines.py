@@ -16,7 +16,7 @@ one per task and seed, and no one-task data sets (a registered data set has no o
 
 Caching: :func:`baseline_key` hashes exactly what determines a baseline: the data section (for files, also
 their size and modification time), the training section without the settings that cannot change the result
-(``progress``, ``tensorboard``, ``checkpoint_every``, ``num_threads``), the seed, and the resolved baseline model
+(``progress``, ``tensorboard``, ``checkpoint_every``, ``num_threads``, ``keep_freed_memory``), the seed, and the resolved baseline model
 (name and every parameter, defaults filled). The multi-task model, the balancer, the family, diagnostics and
 fusion are not part of it, so a second bench over the same data reuses the baselines of the first.
 :class:`BaselineCache` keeps finished baseline run folders under ``<cache>/<key>/`` (default
@@ -37,7 +37,7 @@ from mtlkit.config import ConfigError, RunConfig
 
 ENV_VAR = "MTLKIT_BASELINE_CACHE"
 #: Training settings that cannot change a run's result (left out of the baseline key).
-NON_DETERMINING_TRAINING = ("progress", "tensorboard", "checkpoint_every", "num_threads")
+NON_DETERMINING_TRAINING = ("progress", "tensorboard", "checkpoint_every", "num_threads", "keep_freed_memory")
 #: Bumped when the way a baseline is trained changes, so old cache entries are not reused.
 KEY_VERSION = 1
 

@@ -28,6 +28,7 @@ from mtlkit.families.base import Family
 from mtlkit.models import MultiTaskModel, create_model
 from mtlkit.schema import Schema
 from mtlkit.training.checkpoint import load_checkpoint
+from mtlkit.training.memory import keep_freed_memory
 from mtlkit.training.trainer import Trainer, TrainingOptions
 from mtlkit.weighting.base import LossWeighting
 
@@ -170,6 +171,8 @@ def train_run(
             )
     if config.training.num_threads:
         torch.set_num_threads(config.training.num_threads)
+    if config.training.keep_freed_memory:
+        keep_freed_memory()
     from mtlkit.analysis.diagnostics import diagnostic_callbacks
     from mtlkit.config import check_monitor
     from mtlkit.families import create_family
