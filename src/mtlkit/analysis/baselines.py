@@ -16,9 +16,10 @@ one per task and seed, and no one-task data sets (a registered data set has no o
 
 Caching: :func:`baseline_key` hashes exactly what determines a baseline: the data section (for files, also
 their size and modification time), the training section without the settings that cannot change the result
-(``progress``, ``tensorboard``, ``checkpoint_every``, ``num_threads``, ``keep_freed_memory``), the seed, and the resolved baseline model
-(name and every parameter, defaults filled). The multi-task model, the balancer, the family, diagnostics and
-fusion are not part of it, so a second bench over the same data reuses the baselines of the first.
+(``progress``, ``tensorboard``, ``checkpoint_every``, ``num_threads``, ``keep_freed_memory``), the seed, and
+the resolved baseline model (name and every parameter, defaults filled). The multi-task model, the balancer,
+the family, diagnostics and fusion are not part of it, so a second bench over the same data reuses the baselines
+of the first.
 :class:`BaselineCache` keeps finished baseline run folders under ``<cache>/<key>/`` (default
 ``$MTLKIT_BASELINE_CACHE``, else ``~/.cache/mtlkit/baselines``).
 """
