@@ -353,8 +353,7 @@ def _aggregate(
         rep = _check_shared(shared, model, aggregator)
         # a weighting of the task gradients aggregates inside the one backward; a coordinate-wise method (GradDrop)
         # could only replace the node's product after it ran: the split backward below is cheaper there
-        weighting = aggregator.needs == frozenset({"gram"})
-        node = _mix_node(losses, rep, name, mix, model) if weighting else None
+        node = _mix_node(losses, rep, name, mix, model) if aggregator.weighting else None
         if node is not None:
             assert mix is not None
             _backward_through_mix(node, mix, aggregator, total, penalty)
@@ -452,7 +451,8 @@ def _backward_through_mix(
     own product gives ``Output.shared`` the direction (g_t = weights_t (x) u_t), and the gates' gradient it forms,
     c_t times the plain one, is divided back by c_t after it runs: no product is formed twice. Otherwise (a
     weight near 0, as MGDA's often are) the direction is formed from the factors and replaces the plain sum the
-    node hands ``Output.shared``. Only weightings (``needs == {"gram"}``) come here. A penalty is differentiated
+    node hands ``Output.shared``. Only weightings (:attr:`~mtlkit.aggregation.base.GradientAggregator.weighting`)
+    come here. A penalty is differentiated
     afterwards, without the hooks (its gradient is never aggregated)."""
     found: dict[str, Tensor] = {}
 

@@ -112,6 +112,9 @@ def _out_of_range(squared_norms: list[float], dtype: torch.dtype) -> list[int] |
     return [i for i, x in enumerate(squared_norms) if not low <= x <= high]
 
 
+#: ``needs`` of a method whose direction is a weighting of the task gradients computed from their Gram matrix.
+GRAM_ONLY: frozenset[str] = frozenset({"gram"})
+
 #: Range of |c_t| for which GatedJacobian.scalable lets the engine scale the upstream gradients by the weights.
 SCALABLE = (1e-6, 1e6)
 
@@ -246,16 +249,13 @@ def solver_lists(matrix: Tensor) -> list[list[float]]:
 
 
 def unit_diagonal_lists(gram: Tensor) -> list[list[float]]:
-    """G [T, T] divided by its largest diagonal entry (the largest squared gradient norm becomes 1), unchanged
-    when that entry is 0 or not finite, as float64 Python lists: solvers whose weights do not depend on a common
-    scale run on it, away from under- and overflow (PCGrad's and GradVac's surgeries, CAGrad). Inside a training
-    step each distinct numpy or torch call costs 20-40 us (its code is evicted by the step's kernels), more than
-    their whole loop at T = 5 (docs/decisions.md)."""
-    values = solver_lists(gram)
-    top = max((row[i] for i, row in enumerate(values)), default=0.0)
-    if top > 0.0 and math.isfinite(top):
-        return [[x / top for x in row] for row in values]
-    return values
+    """G [T, T] symmetrised and divided by its largest diagonal entry (the largest squared gradient norm becomes
+    1), as float64 Python lists: :func:`symmetric_unit_diagonal` without the scale (unscaled when no diagonal
+    entry is positive or an entry is not finite). Solvers whose weights do not depend on a common scale run on
+    it, away from under- and overflow (PCGrad's and GradVac's surgeries, CAGrad). Inside a training step each
+    distinct numpy or torch call costs 20-40 us (its code is evicted by the step's kernels), more than their whole
+    loop at T = 5 (docs/decisions.md)."""
+    return symmetric_unit_diagonal(gram)[0]
 
 
 #: Largest system :func:`solve_lists` eliminates in plain Python (beyond it numpy's LAPACK call is cheaper).
@@ -419,7 +419,7 @@ class GradientAggregator(nn.Module, abc.ABC):
         order_invariant: permuting the tasks leaves the direction unchanged (False: depends on a random order).
     """
 
-    needs: ClassVar[frozenset[str]] = frozenset({"gram"})
+    needs: ClassVar[frozenset[str]] = GRAM_ONLY
     order_invariant: ClassVar[bool] = True
     #: Which entries of the Gram matrix ``weights`` reads: ``all``; ``diagonal`` (the squared gradient norms: a
     #: gated Jacobian then hands it a diagonal matrix without the off-diagonal products); ``none`` (the weights
@@ -432,6 +432,12 @@ class GradientAggregator(nn.Module, abc.ABC):
             raise MtlkitError(f"mode must be 'parameter' or 'representation', got {mode!r}")
         self.task_names = schema.task_names
         self.mode = mode
+
+    @property
+    def weighting(self) -> bool:
+        """Whether the direction is a weighting of the task gradients, sum_t w_t g_t with w = ``weights(G)``
+        (``needs == {"gram"}``), rather than a coordinate-wise method."""
+        return self.needs == GRAM_ONLY
 
     def prepare(self, train: Table) -> None:
         """Called once before training starts (not on resume)."""
@@ -465,7 +471,7 @@ class GradientAggregator(nn.Module, abc.ABC):
         ``gram_hook`` maps the Gram matrix before the weights are taken from it (under DDP the engine sums the
         processes' matrices there).
         """
-        if self.needs == frozenset({"gram"}):
+        if self.weighting:
             if isinstance(jacobian, GatedJacobian):
                 gated = self.gated_weights(jacobian, gram_hook)
                 assert gated is not None  # a weighting
@@ -487,7 +493,7 @@ class GradientAggregator(nn.Module, abc.ABC):
         """The task weights [T] for gradients held as a :class:`GatedJacobian` (from its factors: the Gram
         matrix, only its diagonal, or nothing, as ``gram_entries`` says), or None for a method that is not a
         weighting of the task gradients (``needs != {"gram"}``)."""
-        if self.needs != frozenset({"gram"}):
+        if not self.weighting:
             return None
         t = jacobian.shape[0]
         if self.gram_entries == "none":

@@ -221,9 +221,6 @@ class CAGrad(GradientAggregator):
         rescale: 0 (no rescaling), 1 (divide by 1 + c^2, the official default) or 2 (divide by 1 + c).
     """
 
-    needs = frozenset({"gram"})
-    order_invariant = True
-
     def __init__(self, schema: Schema, mode: Mode = "parameter", c: float = 0.5, rescale: int = 1) -> None:
         super().__init__(schema, mode)
         if isinstance(c, bool) or not isinstance(c, (int, float)):

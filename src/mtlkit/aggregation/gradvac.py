@@ -104,7 +104,6 @@ class GradVac(OwnsShuffler, GradientAggregator):
         seed: seeds the module's own generator of visiting orders (an integer in [0, 2**64)).
     """
 
-    needs = frozenset({"gram"})
     order_invariant = False  # random visiting order
 
     targets: Tensor

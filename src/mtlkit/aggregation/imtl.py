@@ -45,9 +45,8 @@ def imtl_weights(cosine: list[list[float]], norms: list[float], rtol: float) -> 
     if not any(live):
         return [0.0] * t
     top = max(n for n, alive in zip(norms, live, strict=True) if alive)
-    inv = [
-        1.0 / (n / top) if alive else 0.0 for n, alive in zip(norms, live, strict=True)
-    ]  # >= 1 for live tasks
+    # >= 1 for live tasks
+    inv = [1.0 / (n / top) if alive else 0.0 for n, alive in zip(norms, live, strict=True)]
     scale = max(inv)
     # unit vectors: an exact 1 on the diagonal despite rounding; a dead task: beta_i = 0 and no condition
     system = [
@@ -69,9 +68,8 @@ def imtl_weights(cosine: list[list[float]], norms: list[float], rtol: float) -> 
     total = sum(alpha)
     if not all(math.isfinite(x) for x in alpha) or abs(total) <= rtol * sum(abs(x) for x in alpha):
         return [0.0] * t
-    return [
-        x / total for x in alpha
-    ]  # sum exactly 1 (a no-op up to rounding when the system was solved exactly)
+    # sum exactly 1 (a no-op up to rounding when the system was solved exactly)
+    return [x / total for x in alpha]
 
 
 class IMTL(GradientAggregator):

@@ -61,7 +61,8 @@ def check_solver(max_iter: int, tol: float) -> None:
 
 
 def min_norm_weights(gram: Tensor, max_iter: int = 250, tol: float = 1e-6) -> Tensor:
-    """argmin of alpha^T G alpha over the simplex, from the Gram matrix G [T, T]: alpha [T] in G's dtype and on its device.
+    """argmin of alpha^T G alpha over the simplex, from the Gram matrix G [T, T]: alpha [T] in G's dtype and on
+    its device.
 
     Two tasks: the closed form (1/2 each when the two gradients coincide). More: Frank-Wolfe in its pairwise
     variant (Lacoste-Julien & Jaggi, NeurIPS 2015): each step moves weight from the worst vertex in use,

@@ -79,7 +79,6 @@ class PCGrad(OwnsShuffler, GradientAggregator):
         seed: seeds the module's own generator of visiting orders (an integer in [0, 2**64)).
     """
 
-    needs = frozenset({"gram"})
     order_invariant = False  # random visiting order (exactly invariant for two tasks only)
 
     def __init__(self, schema: Schema, mode: Mode = "parameter", seed: int = 0) -> None:
