@@ -77,6 +77,21 @@ def test_gated_jacobian_factors_equal_the_built_matrix(scale: float) -> None:
     torch.testing.assert_close(combined.double(), c @ dense.double(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize(("b", "t", "e", "d"), [(6, 3, 4, 5), (64, 2, 8, 16), (32, 5, 8, 16), (4, 1, 1, 1)])
+def test_gated_jacobian_sign_sums_are_those_of_the_built_matrix(b: int, t: int, e: int, d: int) -> None:
+    """sum_t max(g_t, 0) and sum_t min(g_t, 0) from the factors (one batched product of the weights with max(u, 0)
+    and min(u, 0) side by side) equal the sums over the built rows; sizes on both sides of ATen's switch between
+    its naive batched-matmul loop and BLAS (E T 2d = 512 at the second size, 1,280 at the third)."""
+    g = torch.Generator().manual_seed(b + t)
+    weights = torch.softmax(torch.randn(b, t, e, generator=g), dim=2)
+    upstream = torch.randn(b, t, d, generator=g)
+    dense = GatedJacobian(weights, upstream).dense()
+    positive, negative = GatedJacobian(weights, upstream).sign_sums()
+    assert positive.shape == negative.shape == (b, e, d)
+    torch.testing.assert_close(positive.reshape(-1), dense.clamp(min=0).sum(0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(negative.reshape(-1), dense.clamp(max=0).sum(0), rtol=1e-5, atol=1e-6)
+
+
 def test_gram_matrix_does_not_trust_a_zero_squared_norm() -> None:
     """Entries of 1e-25 square to exactly 0 in float32: the row is rescaled, not taken for a zero gradient; a
     truly zero row stays zero."""

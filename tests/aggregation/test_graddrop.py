@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mtlkit import Feature, MtlkitError, Schema, Task
+from mtlkit.aggregation.base import GatedJacobian
 from mtlkit.aggregation.graddrop import GradDrop, graddrop_direction, sign_purity
 
 SCHEMA2 = Schema((Feature("x", "numeric"),), (Task("a"), Task("b")))
@@ -76,6 +77,23 @@ def test_direction_leaves_the_callers_tensors_alone() -> None:
     assert torch.equal(jac, jac_before)
     assert torch.equal(u, u_before)
     torch.testing.assert_close(graddrop_direction(jac, u), first, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("leak", [0.0, 0.3])
+@pytest.mark.parametrize("shift", [0.0, -1.0])
+def test_factors_give_the_direction_of_the_built_matrix(leak: float, shift: float) -> None:
+    """From a gated mix's factors (softmax gate weights and the gradients at the tower inputs) GradDrop forms its
+    direction from the two signed sums without building the rows; with the same draws it is the direction of the
+    built matrix, plus ``shift`` times the plain sum (the engine's correction)."""
+    g = torch.Generator().manual_seed(3)
+    weights = torch.softmax(torch.randn(16, 2, 8, generator=g), dim=2)  # [B, T, E]
+    upstream = torch.randn(16, 2, 16, generator=g)  # [B, T, d]
+    dense = GatedJacobian(weights, upstream).dense()
+    via_factors = GradDrop(SCHEMA2, leak=leak, seed=5).shifted(GatedJacobian(weights, upstream), shift)
+    expected = GradDrop(SCHEMA2, leak=leak, seed=5)(dense) + shift * dense.sum(0)
+    assert via_factors.shape == (dense.shape[1],)
+    assert via_factors.is_contiguous()
+    torch.testing.assert_close(via_factors, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_state_from_another_generator_is_an_error_that_says_what_to_do() -> None:

@@ -52,7 +52,8 @@ def _purity(positive: Tensor, negative: Tensor) -> Tensor:
 
 
 def direction_from_sums(positive: Tensor, negative: Tensor, uniform: Tensor, leak: float = 0.0) -> Tensor:
-    """GradDrop's direction [D] from sum_i max(g_i, 0) and sum_i min(g_i, 0) [D] and the draws U [D].
+    """GradDrop's direction [D] from sum_i max(g_i, 0) and sum_i min(g_i, 0) (any shape of D entries, e.g. the
+    [B, E, d] halves of :meth:`~mtlkit.aggregation.base.GatedJacobian.sign_sums`) and the draws U [D].
 
     The kept gradients sum to [P > U] sum_{g_i > 0} g_i + [P < U] sum_{g_i < 0} g_i, so these two sums over the
     tasks are all the method needs from J (a pass per task, or none for a gated Jacobian in factors). With
@@ -63,19 +64,22 @@ def direction_from_sums(positive: Tensor, negative: Tensor, uniform: Tensor, lea
     random masks). Where m = 0 both sums are 0 and so is the direction. At a tie, P = U (probability 0 apart from a
     draw of exactly 0), the negative side is kept where the formula keeps neither.
 
-    The three inputs are scratch: they are overwritten (the result lives in ``positive``'s buffer, K in
-    ``uniform``'s), so the direction costs three passes over D and no new buffer (at D in the millions each pass
-    and each fresh buffer counts).
+    The three inputs are scratch: they are overwritten (K in ``uniform``'s buffer, the result in ``positive``'s
+    when that is contiguous, else in a new one), so the direction costs three passes over D and no new buffer for
+    contiguous sums (at D in the millions each pass and each fresh buffer counts).
     """
     total = positive + negative if leak else None  # the plain sum, for the leak
     keep = uniform if uniform.dtype == positive.dtype else uniform.to(positive.dtype)
-    keep = keep.to(positive.device)
+    keep = keep.to(positive.device).view(positive.shape)
     torch.lerp(positive, negative, keep, out=keep)  # positive - U m
     torch.gt(keep, 0.0, out=keep)  # K: 1.0 where P > U, else 0.0
-    kept = torch.lerp(negative, positive, keep, out=positive)
+    if positive.is_contiguous():
+        kept = torch.lerp(negative, positive, keep, out=positive).view(-1)
+    else:
+        kept = torch.lerp(negative, positive, keep).reshape(-1)  # a fresh tensor: contiguous, a view
     if total is None:
         return kept
-    return kept.mul_(1.0 - leak).add_(total, alpha=leak)
+    return kept.mul_(1.0 - leak).add_(total.reshape(-1), alpha=leak)
 
 
 def sign_sums(jacobian: Tensor) -> tuple[Tensor, Tensor]:
@@ -142,4 +146,4 @@ class GradDrop(OwnsUniformStream, GradientAggregator):
         positive, negative = jacobian.sign_sums()
         plain = positive + negative if shift else None  # before direction_from_sums overwrites them
         direction = direction_from_sums(positive, negative, self.uniform(jacobian.shape[1]), self.leak)
-        return direction if plain is None else direction.add_(plain, alpha=shift)
+        return direction if plain is None else direction.add_(plain.reshape(-1), alpha=shift)
