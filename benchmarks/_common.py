@@ -15,11 +15,12 @@ import platform
 import shlex
 import statistics
 import subprocess
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 
 from mtlkit.training.memory import keep_freed_memory
@@ -47,6 +48,26 @@ R = TypeVar("R")
 # ---------------------------------------------------------------------------------------------- timing
 def median(xs: Iterable[float]) -> float:
     return float(statistics.median(list(xs)))
+
+
+#: resamples of the bootstrap interval of a median (median_interval)
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def median_interval(xs: Sequence[float], level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """A bootstrap percentile interval for the median of ``xs`` (per-round values): the medians of
+    ``BOOTSTRAP_RESAMPLES`` resamples of the rounds (with replacement, a fixed seed, so a result file gives the
+    same interval every time) and their ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles. How far the
+    reported median could move with other rounds on this machine; an interval, not a wall-clock guarantee."""
+    values = np.asarray(list(xs), dtype=float)
+    if values.size == 0:
+        raise ValueError("median_interval needs at least one value")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    rng = np.random.default_rng(seed)
+    medians = np.median(rng.choice(values, size=(BOOTSTRAP_RESAMPLES, values.size)), axis=1)
+    low, high = np.quantile(medians, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    return float(low), float(high)
 
 
 def interleaved_rounds(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,10 +58,12 @@ def test_tiny_run_writes_json(bench: ModuleType, tmp_path: Path) -> None:
             assert len(m["seconds_per_step"]) == len(m["ratio_per_round"]) == 1
             assert positive(m["ratio"])
             assert positive(m["median_ms"])
+            assert m["ratio_interval"] == [m["ratio"], m["ratio"]]  # one round: nothing to resample
     # paper size at 2 tasks: the LibMTL comparison falls back to the issue's quoted ratios, labelled so
     rows = [t for t in result["targets"] if "LibMTL" in t["target"]]
     assert {t["method"] for t in rows} == {"mgda", "pcgrad"}
     assert all("quoted" in t["target"] and isinstance(t["met"], bool) for t in rows)
+    assert all(t["interval"] == [t["measured"], t["measured"]] for t in result["targets"])
 
 
 def test_docs_section(bench: ModuleType, tmp_path: Path) -> None:
@@ -75,6 +78,19 @@ def test_docs_section(bench: ModuleType, tmp_path: Path) -> None:
     assert text.count(bench.START_MARKER) == text.count(bench.END_MARKER) == 1
     assert "| `pcgrad` |" in text
     assert "quoted from the issue" in text
+    assert "| 95% interval | limit | met |" in text
+    assert re.search(r"\| `pcgrad` \| ([0-9.]+)x \| \1-\1x \| [0-9.]+x \|", text)
+    assert re.search(
+        r"of \d+ checks; \d+ of them with the limit inside the interval \(\d+ met, \d+ not met\)", text
+    )
+
+
+def test_targets_say_when_the_limit_lies_inside_the_interval(bench: ModuleType) -> None:
+    inside = {"limit": 1.2, "interval": [1.15, 1.25], "met": True}
+    assert bench._straddles(inside)
+    assert not bench._straddles({**inside, "interval": [1.05, 1.15]})
+    assert not bench._straddles({**inside, "interval": None})
+    assert not bench._straddles({**inside, "limit": None})
 
 
 def test_libmtl_cagrad_reshapes_are_generalised_and_nothing_else(bench: ModuleType) -> None:

@@ -67,6 +67,28 @@ def test_numbers(common: ModuleType) -> None:
     assert common.minor_faults() >= 0
 
 
+def test_median_interval(common: ModuleType) -> None:
+    """A bootstrap interval of the median: it holds the median, is reproducible (fixed seed), narrows with more
+    rounds of the same spread, collapses for identical values, and rejects what it cannot use."""
+    import random
+
+    rng = random.Random(3)
+    few = [1.0 + rng.gauss(0.0, 0.05) for _ in range(21)]
+    many = [1.0 + rng.gauss(0.0, 0.05) for _ in range(400)]
+    low, high = common.median_interval(few)
+    assert low <= common.median(few) <= high
+    assert common.median_interval(few) == (low, high)
+    assert 0.0 < high - low < 0.2
+    low_many, high_many = common.median_interval(many)
+    assert high_many - low_many < (high - low) / 2
+    assert common.median_interval([1.5] * 7) == (1.5, 1.5)
+    assert common.median_interval(few, level=0.5)[1] - common.median_interval(few, level=0.5)[0] < high - low
+    with pytest.raises(ValueError, match="at least one value"):
+        common.median_interval([])
+    with pytest.raises(ValueError, match=r"level must be in \(0, 1\), got 1.5"):
+        common.median_interval(few, level=1.5)
+
+
 def test_outputs_and_arguments(common: ModuleType, tmp_path: Path) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=1)
