@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from mtlkit.training.memory import keep_freed_memory
+from mtlkit.training.memory import MMAP_THRESHOLD, TRIM_THRESHOLD, keep_freed_memory
 
 ALLOCATORS = ("trainer", "default")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -224,10 +224,19 @@ def allocator_sentence(record: Mapping[str, Any]) -> str:
     if record["applied"]:
         return (
             "Memory: freed memory kept in the process, as `mtlkit train` does (`training.keep_freed_memory`: "
-            "glibc's malloc thresholds raised to 256 MiB (mmap) and 1 GiB (trim), so the buffers a step frees "
-            "are reused by the next one instead of going back to the OS and being faulted in again)."
+            f"glibc's malloc thresholds raised to {_binary_size(MMAP_THRESHOLD)} (mmap) and "
+            f"{_binary_size(TRIM_THRESHOLD)} (trim), so the buffers a step frees are reused by the next one "
+            "instead of going back to the OS and being faulted in again)."
         )
     return f"Memory: malloc as the process found it ({record['reason']})."
+
+
+def _binary_size(n: int) -> str:
+    """256 MiB, 1 GiB: a power-of-two byte count in its largest whole binary unit."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
+    return f"{n} bytes"
 
 
 def require_positive(parser: argparse.ArgumentParser, args: argparse.Namespace, names: Iterable[str]) -> None:

@@ -776,7 +776,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=41,
         help="interleaved rounds at the paper size (steps of a few ms: single rounds vary by ~10%% and more, so "
-        "many; the 95%% interval reported for each median ratio was 0.05-0.1 wide with 21 rounds)",
+        "many; the 95%% interval reported for each median ratio was 0.03-0.11 wide with 21 rounds)",
     )
     p.add_argument(
         "--production-repeats", type=int, default=9, help="interleaved rounds at the production size"

@@ -452,8 +452,7 @@ def _backward_through_mix(
     c_t times the plain one, is divided back by c_t after it runs: no product is formed twice. Otherwise (a
     weight near 0, as MGDA's often are) the direction is formed from the factors and replaces the plain sum the
     node hands ``Output.shared``. Only weightings (:attr:`~mtlkit.aggregation.base.GradientAggregator.weighting`)
-    come here. A penalty is differentiated
-    afterwards, without the hooks (its gradient is never aggregated)."""
+    come here. A penalty is differentiated afterwards, without the hooks (its gradient is never aggregated)."""
     found: dict[str, Tensor] = {}
 
     def aggregate(grad_outputs: tuple[Tensor | None, ...]) -> tuple[Tensor, ...] | None:

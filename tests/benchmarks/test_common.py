@@ -65,6 +65,12 @@ def test_numbers(common: ModuleType) -> None:
     with pytest.raises(RuntimeError, match="non-finite result: bad"):
         common.check_finite([1.0, float("nan")], "bad")
     assert common.minor_faults() >= 0
+    assert common._binary_size(256 * 2**20) == "256 MiB"
+    assert common._binary_size(2**30) == "1 GiB"
+    assert common._binary_size(1000) == "1000 bytes"
+    kept = common.allocator_sentence({"applied": True, "reason": ""})
+    assert "256 MiB (mmap) and 1 GiB (trim)" in kept  # from mtlkit.training.memory's thresholds
+    assert common.allocator_sentence({"applied": False, "reason": "why"}).endswith("(why).")
 
 
 def test_median_interval(common: ModuleType) -> None:
