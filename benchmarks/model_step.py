@@ -49,6 +49,13 @@ allocator returned to the OS and faulted in again, a cost that varies between ru
 (:func:`mtlkit.training.memory.keep_freed_memory`), for every contender alike; ``--allocator default`` leaves
 glibc's malloc as it is.
 
+Where a step's time goes: before the rounds, every matrix-product call one training step of each model makes
+(``mm``, ``addmm``, ``bmm``, ``baddbmm``, forward and backward) is recorded with a ``TorchDispatchMode``
+(:func:`step_products`), and in every round the same calls are replayed alone, in the step's order and with the
+step's shapes and strides, on random operands (:class:`ProductReplay`, ``products`` in each model's JSON). The
+replay's FLOPs equal FlopCounterMode's training count (a check in the tests); step - replay (the *rest*) is
+everything else the step does, and the step's time with no rest bounds the fraction of the ceiling it can reach.
+
 Writes a JSON result (``--json``) and the ``model_step`` section of ``docs/benchmarks.md`` (unless
 ``--no-docs``). Run from the repository root::
 
@@ -69,6 +76,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from mtlkit.models import create_model
@@ -494,6 +502,105 @@ def build_contender(
     return Contender(name, model, make_optimizer(model, adam), batches), info
 
 
+# ---------------------------------------------------------------------------------------------- products
+#: The aten ops whose calls are a step's matrix products (``nn.Linear`` and ``torch.matmul`` reach these on CPU).
+PRODUCT_OPS = ("mm", "addmm", "bmm", "baddbmm")
+
+
+@dataclass(frozen=True)
+class Product:
+    """One matrix-product call of a training step: the aten op, its arguments (a tensor as its shape and
+    strides, anything else as it was passed), and its multiply-add FLOPs (2 x m x k x n per matrix)."""
+
+    op: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    flops: int
+
+
+@dataclass(frozen=True)
+class TensorArg:
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+
+
+def product_flops(op: str, args: Sequence[Any]) -> int:
+    """2 x m x k x n per matrix of an ``op`` call (``addmm`` / ``baddbmm``: the bias comes first)."""
+    a, b = [x for x in args if isinstance(x, TensorArg)][-2:]
+    batch = a.shape[0] if op in ("bmm", "baddbmm") else 1
+    m, k = a.shape[-2:]
+    return 2 * batch * m * k * b.shape[-1]
+
+
+class _RecordProducts(TorchDispatchMode):
+    """Records every call of a :data:`PRODUCT_OPS` op that reaches the dispatcher (forward and backward)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.products: list[Product] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        op = func.overloadpacket.__name__
+        if op in PRODUCT_OPS:
+            recorded = tuple(
+                TensorArg(tuple(x.shape), tuple(x.stride())) if isinstance(x, Tensor) else x for x in args
+            )
+            self.products.append(Product(op, recorded, dict(kwargs), product_flops(op, recorded)))
+        return func(*args, **kwargs)
+
+
+def step_products(model: nn.Module, batch: tuple[Tensor, Tensor, Tensor]) -> list[Product]:
+    """The matrix products one training step of ``model`` makes (forward, loss, backward), in the order it makes
+    them. No optimizer step is taken; the gradients are cleared afterwards."""
+    categorical, numeric, labels = batch
+    with _RecordProducts() as recorder:
+        task_loss(model_logits(model, categorical, numeric), labels).backward()
+    model.zero_grad(set_to_none=True)
+    return recorder.products
+
+
+def strided_randn(arg: TensorArg, generator: torch.Generator) -> Tensor:
+    """A float32 tensor of ``arg``'s shape and strides over fresh normal values."""
+    if 0 in arg.shape:
+        return torch.empty(arg.shape)
+    span = 1 + sum((n - 1) * st for n, st in zip(arg.shape, arg.stride, strict=True))
+    return torch.randn(span, generator=generator).as_strided(arg.shape, arg.stride)
+
+
+class ProductReplay:
+    """A step's matrix products run alone, in the step's order, on random operands with the step's shapes and
+    strides (every call allocates its result, as in the step): how long the step would take if nothing but its
+    products took any time."""
+
+    def __init__(self, products: Sequence[Product], seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.products = list(products)
+        self.calls = [
+            (
+                getattr(torch.ops.aten, p.op).default,
+                [strided_randn(x, g) if isinstance(x, TensorArg) else x for x in p.args],
+                p.kwargs,
+            )
+            for p in self.products
+        ]
+
+    @property
+    def flops(self) -> int:
+        return sum(p.flops for p in self.products)
+
+    def step(self) -> None:
+        for func, args, kwargs in self.calls:
+            func(*args, **kwargs)
+
+    def run(self, steps: int) -> float:
+        """Wall seconds per replay over ``steps`` consecutive replays."""
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        return (time.perf_counter() - start) / steps
+
+
 # ---------------------------------------------------------------------------------------------- matmul
 MATMUL_SHAPES: dict[str, tuple[int, int, int]] = {
     "square_1024": (1024, 1024, 1024),
@@ -655,6 +762,7 @@ def docs_section(result: dict[str, Any]) -> str:
             )
     if unavailable:
         lines += ["", "Not available (skipped): " + "; ".join(unavailable) + "."]
+    lines += ["", *products_lines(result)]
     tg = result["targets"]
     speedup = "-" if tg["speedup"] is None else f"{tg['speedup']:.2f}x"
     fraction = "-" if tg["fraction"] is None else f"{100 * tg['fraction']:.1f}%"
@@ -670,6 +778,56 @@ def docs_section(result: dict[str, Any]) -> str:
     ]
     lines += _common.docs_footer(result, SECTION)
     return "\n".join(lines)
+
+
+def products_lines(result: dict[str, Any]) -> list[str]:
+    """The docs' account of how much of each step its matrix products take alone, and what that leaves the
+    targets."""
+    lines = [
+        "Where a step's time goes: every matrix-product call one training step makes (`mm`, `addmm`, `bmm`, "
+        "`baddbmm`, forward and backward, bias adds of `addmm` / `baddbmm` included), recorded once with a "
+        "`TorchDispatchMode` and replayed alone in the step's order, with the step's shapes and strides, on "
+        "random operands (*products alone*), timed in the same rounds as the steps. *Rest* = step - products "
+        "alone (median over rounds of the per-round difference): embedding lookups, activations and their "
+        "gradients, softmax, bias gradients, losses, copies, Adam, autograd's bookkeeping. *Bound* = the "
+        "fraction of the ceiling the step would reach with the table's FLOPs if the rest took no time.",
+        "",
+        "| size | model | product calls | products alone ms | products' fraction of ceiling | rest ms | bound |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for size in result["sizes"].values():
+        for name, m in size["models"].items():
+            if not m["available"]:
+                continue
+            p = m["products"]
+            lines.append(
+                f"| {size['name']} | `{name}` | {p['count']} | {p['median_ms']:.2f} "
+                f"| {100 * p['median_fraction_of_ceiling']:.1f}% | {p['median_rest_ms']:.2f} "
+                f"| {100 * p['median_fraction_without_rest']:.1f}% |"
+            )
+    notes = []
+    ceiling = result["matmul"]["ceiling_gflops"]
+    production = result["sizes"].get(TARGET_FRACTION_SIZE, {}).get("models", {}).get("mmoe", {})
+    if production.get("available"):
+        need = production["flops_per_sample"]["train"] * BATCH_SIZE / (TARGET_FRACTION * ceiling * 1e9) * 1e3
+        p = production["products"]
+        notes.append(
+            f"At the {TARGET_FRACTION_SIZE} size, {100 * TARGET_FRACTION:.0f}% of the median ceiling means a "
+            f"`mmoe` step of {need:.1f} ms; its products alone take {p['median_ms']:.1f} ms, which leaves "
+            f"{need - p['median_ms']:.1f} ms for the rest (measured: {p['median_rest_ms']:.1f} ms)."
+        )
+    paper = result["sizes"].get(TARGET_SPEEDUP_SIZE, {}).get("models", {})
+    if paper.get("mmoe", {}).get("available") and paper.get(LOOPED, {}).get("available"):
+        need = paper[LOOPED]["median_ms"] / TARGET_SPEEDUP
+        p = paper["mmoe"]["products"]
+        notes.append(
+            f"At the {TARGET_SPEEDUP_SIZE} size, {TARGET_SPEEDUP:g}x `mmoe_looped` means a `mmoe` step of "
+            f"{need:.2f} ms; its products alone take {p['median_ms']:.2f} ms, which leaves "
+            f"{need - p['median_ms']:.2f} ms for the rest (measured: {p['median_rest_ms']:.2f} ms)."
+        )
+    if notes:
+        lines += ["", " ".join(notes)]
+    return lines
 
 
 def update_docs(path: Path, section: str) -> None:
@@ -718,10 +876,12 @@ def run_size(
     }
     if not contenders:
         return out
+    replays = {c.name: ProductReplay(step_products(c.model, batches[0]), args.seed) for c in contenders}
 
     for c in contenders:
         for _ in range(args.warmup):
             c.step()
+            replays[c.name].step()
     ceilings: list[float] = out["ceiling_gflops_per_round"]
     before: dict[str, float] = {}
 
@@ -746,12 +906,23 @@ def run_size(
 
         return block
 
+    def replayed(replay: ProductReplay) -> Callable[[int], tuple[float, list[float], float]]:
+        def block(r: int) -> tuple[float, list[float], float]:
+            for _ in range(args.round_warmup):
+                replay.step()
+            return replay.run(args.steps_per_round), [], 0.0
+
+        return block
+
+    blocks = {c.name: timed(c) for c in contenders}
+    blocks.update({products_key(name): replayed(replay) for name, replay in replays.items()})
     runs = _common.interleaved_rounds(
         args.repeats,
-        {c.name: timed(c) for c in contenders},
+        blocks,
         before_round=measure_before,
         after_round=measure_after,
     )
+    replay_seconds = {name: [sec for sec, _, _ in runs.pop(products_key(name))] for name in replays}
     per_step = {name: [seconds for seconds, _, _ in rounds] for name, rounds in runs.items()}
     phases = {name: [ph for _, ph, _ in rounds] for name, rounds in runs.items()}
     faults = {name: [f for _, _, f in rounds] for name, rounds in runs.items()}
@@ -779,6 +950,9 @@ def run_size(
                 "median_phase_ms": {
                     ph: median([p[i] for p in phases[name]]) * 1e3 for i, ph in enumerate(names)
                 },
+                "products": products_summary(
+                    replays[name], replay_seconds[name], seconds, ceilings, train_flops
+                ),
             }
         )
     for name in ("mmoe", MINIMAL):
@@ -787,6 +961,48 @@ def run_size(
             models[name]["speedup_vs_looped_per_round"] = ratios
             models[name]["speedup_vs_looped"] = median(ratios)
     return out
+
+
+def products_key(name: str) -> str:
+    """The name of model ``name``'s product replay among a round's contenders."""
+    return f"{name} (products alone)"
+
+
+def products_summary(
+    replay: ProductReplay,
+    seconds: Sequence[float],
+    step_seconds: Sequence[float],
+    ceilings: Sequence[float],
+    train_flops: int,
+) -> dict[str, Any]:
+    """JSON of a model's product replay timed in the same rounds as its steps: per round, its seconds, its own
+    fraction of the ceiling, the rest of the step (step - products) and the fraction of the ceiling the step
+    would reach if the rest took no time (the model's train FLOPs, as in the main table)."""
+    rounds = list(zip(seconds, step_seconds, ceilings, strict=True))
+    fraction = [replay.flops / sec / 1e9 / ceiling for sec, _, ceiling in rounds]
+    rest = [step - sec for sec, step, _ in rounds]
+    bound = [train_flops * BATCH_SIZE / sec / 1e9 / ceiling for sec, _, ceiling in rounds]
+    return {
+        "calls": [
+            {
+                "op": p.op,
+                "args": [asdict(x) if isinstance(x, TensorArg) else x for x in p.args],
+                "kwargs": p.kwargs,
+                "flops": p.flops,
+            }
+            for p in replay.products
+        ],
+        "count": len(replay.products),
+        "flops_per_sample": replay.flops // BATCH_SIZE,
+        "seconds_per_step": list(seconds),
+        "median_ms": median(seconds) * 1e3,
+        "fraction_of_ceiling": fraction,
+        "median_fraction_of_ceiling": median(fraction),
+        "rest_seconds": rest,
+        "median_rest_ms": median(rest) * 1e3,
+        "fraction_without_rest": bound,
+        "median_fraction_without_rest": median(bound),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- main

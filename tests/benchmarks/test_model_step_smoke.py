@@ -80,6 +80,19 @@ def test_small_run_writes_json(bench: ModuleType, tmp_path: Path) -> None:
         # the analytic forward count equals what FlopCounterMode sees in the forward pass
         assert flops["counted_forward"] == flops["forward"]
         assert 0 < flops["counted_train"] <= flops["train"]
+        products = m["products"]
+        # the recorded products are every product FlopCounterMode counts in a training step
+        assert products["flops_per_sample"] == flops["counted_train"]
+        assert products["count"] == len(products["calls"]) > 0
+        assert sum(c["flops"] for c in products["calls"]) // 1024 == products["flops_per_sample"]
+        for key in ("seconds_per_step", "fraction_of_ceiling", "rest_seconds", "fraction_without_rest"):
+            assert len(products[key]) == 2, key
+        assert all(positive(x) for x in products["seconds_per_step"])
+        assert positive(products["median_fraction_without_rest"])
+        for sec, rest, step in zip(
+            products["seconds_per_step"], products["rest_seconds"], m["seconds_per_step"], strict=True
+        ):
+            assert math.isclose(sec + rest, step)
     assert models["mmoe"]["flops_per_sample"] == models["mmoe_looped"]["flops_per_sample"]
     assert models["mmoe"]["flops_per_sample"] == models["mmoe_minimal"]["flops_per_sample"]
     for name in ("mmoe", "mmoe_minimal"):
@@ -122,9 +135,59 @@ def test_docs_section_and_update(bench: ModuleType, tmp_path: Path) -> None:
     assert text.startswith(f"# Benchmarks\n\n{other}\n{bench.START_MARKER}\n## Model training step")
     assert text.count(bench.START_MARKER) == text.count(bench.END_MARKER) == 1
     assert "| paper | `mmoe` |" in text
+    assert "products alone" in text
+    assert "At the paper size, 2x `mmoe_looped` means a `mmoe` step of" in text
     assert "python benchmarks/model_step.py --sizes paper" in text
 
     bench.update_docs(docs, "replaced")
     assert (
         docs.read_text() == f"# Benchmarks\n\n{other}\n{bench.START_MARKER}\nreplaced\n{bench.END_MARKER}\n"
     )
+
+
+def test_step_products_are_the_calls_autograd_makes(bench: ModuleType) -> None:
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(5, 3)
+    weight = torch.randn(4, 3, 2, requires_grad=True)
+
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = layer
+            self.weight = torch.nn.Parameter(weight.detach().clone())
+
+        def compute(self, categorical: torch.Tensor, numeric: torch.Tensor) -> object:
+            h = self.layer(numeric)  # addmm [B, 5] x [5, 3]; the input needs no gradient: no dX product
+            out = torch.bmm(h.unsqueeze(0).expand(4, -1, -1), self.weight)  # [4, B, 2]
+            logits = out.sum(0)
+            return bench.Output(logits={"task_0": logits[:, 0], "task_1": logits[:, 1]}, shared=h)
+
+    model = Tiny()
+    batch = (torch.zeros(6, 0, dtype=torch.int64), torch.randn(6, 5), torch.ones(6, 2))
+    products = bench.step_products(model, batch)
+    ops = [p.op for p in products]
+    # forward: addmm, bmm; backward of bmm: dX and dW (two bmm); of the Linear: dW only (mm)
+    assert ops[:2] == ["addmm", "bmm"]
+    assert sorted(ops[2:]) == ["bmm", "bmm", "mm"]
+    assert products[0].flops == 2 * 6 * 5 * 3
+    assert products[1].flops == 2 * 4 * 6 * 3 * 2
+    assert all(p.grad is None for p in model.parameters())  # gradients cleared
+    replay = bench.ProductReplay(products, seed=0)
+    assert replay.flops == sum(p.flops for p in products)
+    for p, (_, args, _) in zip(products, replay.calls, strict=True):
+        shapes = [(tuple(a.shape), a.stride()) for a in args if isinstance(a, torch.Tensor)]
+        assert shapes == [(x.shape, x.stride) for x in p.args if isinstance(x, bench.TensorArg)]
+    assert positive(replay.run(2))
+
+
+def test_strided_randn_keeps_shape_and_strides(bench: ModuleType) -> None:
+    g = torch.Generator().manual_seed(0)
+    t = bench.strided_randn(bench.TensorArg((3, 4), (1, 3)), g)  # a transposed [4, 3]
+    assert t.shape == (3, 4)
+    assert t.stride() == (1, 3)
+    assert t.isfinite().all()
+    assert t.std() > 0
+    expanded = bench.strided_randn(bench.TensorArg((2, 5), (0, 1)), g)
+    assert expanded.stride() == (0, 1)
+    assert torch.equal(expanded[0], expanded[1])
+    assert bench.strided_randn(bench.TensorArg((0, 3), (3, 1)), g).shape == (0, 3)
