@@ -18,7 +18,14 @@ import torch
 import yaml
 
 from mtlkit.data import readers
-from mtlkit.data.readers import file_format, infer_schema, read_arrow, read_table, schema_yaml
+from mtlkit.data.readers import (
+    file_format,
+    infer_schema,
+    inference_notes,
+    read_arrow,
+    read_table,
+    schema_yaml,
+)
 from mtlkit.data.table import Table
 from mtlkit.errors import DataError
 from mtlkit.schema import Feature, Schema, Task
@@ -278,6 +285,40 @@ def test_infer_schema_group_and_weight_are_not_features() -> None:
     schema = infer_schema(table, ["y"], group="q", sample_weight="w")
     assert schema.feature_names == ("x",)
     assert (schema.group, schema.sample_weight) == ("q", "w")
+
+
+def test_inference_notes_flag_text_columns_of_mostly_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    rows = ["y,price,city,code", "1,1.5,a,7", "0,,b,x1", "1,-2e3,c,8", "0, .5 ,a,9", "1,n/a?,b,10"]
+    path.write_text("\n".join(rows) + "\n")
+    table, origin = read_arrow(path)
+    schema = infer_schema(table, ["y"], origin=origin)
+    assert {f.name: f.kind for f in schema.features} == {
+        "price": "categorical",
+        "city": "categorical",
+        "code": "categorical",
+    }
+    notes = inference_notes(table, schema, origin)
+    # price: 3 numbers of 4 values (the blank is missing), first other at row 5; code: 3 of 5; city: none
+    assert notes == [
+        "'price' holds text, so it was inferred categorical, but 3 of its 4 values are numbers (the first "
+        "that is not: 'n/a?', row 5 (line 6) of " + str(path) + "); if it is a quantity, fix or blank the "
+        "other values and declare it numeric",
+        "'code' holds text, so it was inferred categorical, but 4 of its 5 values are numbers (the first "
+        "that is not: 'x1', row 2 (line 3) of " + str(path) + "); if it is a quantity, fix or blank the "
+        "other values and declare it numeric",
+    ]
+    out = io.StringIO()
+    read_table(path, labels=["y"], out=out)
+    printed = out.getvalue()
+    assert printed.count("# check: ") == 2
+    assert yaml.safe_load(printed) == yaml.safe_load(schema_yaml(schema))  # still valid YAML
+
+
+def test_inference_notes_quiet_on_text_and_numbers() -> None:
+    table = pa.table({"y": [0, 1, 0], "x": [1.0, 2.0, None], "city": ["a", "7", None], "n": [1, 2, 3]})
+    schema = infer_schema(table, ["y"])
+    assert inference_notes(table, schema) == []
 
 
 def test_infer_schema_needs_labels() -> None:

@@ -218,6 +218,8 @@ def read_table(
             file=stream,
         )
         print(schema_yaml(schema), file=stream)
+        for note in inference_notes(arrow, schema, origin):
+            print(f"# check: {note}", file=stream)
     else:
         header = _available_columns(path, delimiter, column_names)
         needed = needed_columns(schema, require_labels)
@@ -312,6 +314,36 @@ def infer_schema(
     if not features:
         raise DataError(f"{origin.source} has no columns left to use as features")
     return Schema(tuple(features), tuple(tasks), group=group, sample_weight=sample_weight)
+
+
+#: A number as a CSV cell may hold it: 3, -1.5, .5, 2e-3 (surrounding blanks allowed).
+_NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
+
+
+def inference_notes(table: pa.Table, schema: Schema, origin: Origin | None = None) -> list[str]:
+    """Guesses of :func:`infer_schema` worth a second look, one sentence each: a feature inferred categorical
+    because its column holds text, although most of its values are numbers (a numeric column with a few bad
+    values, which declared numeric would stop the reading at the first of them)."""
+    origin = origin or Origin()
+    notes = []
+    for f in schema.categorical:
+        column = table.column(f.source)
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            continue
+        text = pc.utf8_trim_whitespace(column.combine_chunks())
+        filled = pc.and_(pc.is_valid(text), pc.not_equal(text, ""))
+        numeric = pc.and_(filled, pc.match_substring_regex(text, _NUMBER))
+        numbers, values = pc.sum(numeric).as_py() or 0, pc.sum(filled).as_py() or 0
+        if 2 * numbers <= values:  # not most of them (or no values at all)
+            continue
+        other = pc.and_(filled, pc.invert(numeric))
+        first = int(pc.index(other, True).as_py())
+        notes.append(
+            f"{f.name!r} holds text, so it was inferred categorical, but {numbers:,} of its {values:,} values "
+            f"are numbers (the first that is not: {column[first].as_py()!r}, {origin.where(first)}); if it is a "
+            "quantity, fix or blank the other values and declare it numeric"
+        )
+    return notes
 
 
 def _looks_like_id(name: str) -> bool:
