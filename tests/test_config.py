@@ -232,6 +232,20 @@ def test_file_data_split_only_for_missing_parts(tmp_path: Path) -> None:
     assert (both.data.split, both.data.split_seed) == (None, None)
 
 
+def test_a_part_sharing_the_train_or_valid_file_is_an_error(tmp_path: Path) -> None:
+    with _error(
+        "data.valid: is the same file as data.train (/d/train.csv): its rows would be trained on and measured on",
+        "leave data.valid out to carve it from the train file by data.split",
+    ):
+        RunConfig.from_dict(_files(valid="/d/train.csv", labels=["click"]))
+    with _error("data.test: is the same file as data.valid", "used to pick the best epoch and measured on"):
+        RunConfig.from_dict(_files(valid="/d/v.csv", test="/d/../d/v.csv", labels=["click"]))
+    # relative paths are resolved against the config file's folder before they are compared
+    with _error("data.test: is the same file as data.train"):
+        _load(tmp_path, "data: {train: t.csv, test: ./t.csv, labels: [y]}\nmodel: {name: mmoe}\n")
+    RunConfig.from_dict(_files(valid="/d/v.csv", test="/d/t.csv", labels=["click"]))  # distinct: fine
+
+
 def test_path_objects_are_accepted() -> None:
     config = RunConfig.from_dict(
         {"data": {"train": Path("/d/x.csv"), "labels": ["y"]}, "model": {"name": "mmoe"}}

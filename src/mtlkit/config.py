@@ -91,6 +91,10 @@ class _Section(BaseModel):
 
 
 # ----------------------------------------------------------------------------------------------- data
+#: What a data part's rows are used for, for the error about two parts sharing a file.
+_USES = {"train": "trained on", "valid": "used to pick the best epoch"}
+
+
 class DataConfig(_Section):
     """A registered data set with its parameters, or train (valid, test) files with a schema or label columns."""
 
@@ -164,6 +168,29 @@ class DataConfig(_Section):
         problems.extend((("params", *loc), msg) for loc, msg in found)
         self.params = params
 
+    def _shared_files(self) -> list[tuple[Loc, str]]:
+        """A valid or test file that is the train file (or test the valid file): its rows would be both
+        trained or selected on and measured on, so the metrics would be optimistic."""
+        seen: dict[Path, str] = {}
+        problems: list[tuple[Loc, str]] = []
+        for key in ("train", "valid", "test"):
+            path = getattr(self, key)
+            if path is None or not path.strip():
+                continue
+            same = Path(path).expanduser().resolve()
+            if same in seen:
+                problems.append(
+                    (
+                        (key,),
+                        f"is the same file as data.{seen[same]} ({path}): its rows would be {_USES[seen[same]]} "
+                        f"and measured on. Give a separate file, or leave data.{key} out to carve it from the "
+                        "train file by data.split",
+                    )
+                )
+            else:
+                seen[same] = key
+        return problems
+
     def _check_files(self, problems: list[tuple[Loc, str]]) -> None:
         from mtlkit.data.readers import file_format
 
@@ -186,6 +213,7 @@ class DataConfig(_Section):
                 file_format(path)
             except MtlkitError as exc:
                 problems.append(((key,), str(exc)))
+        problems.extend(self._shared_files())
         if self.schema_ is not None and self.labels is not None:
             problems.append(
                 (
