@@ -2,7 +2,7 @@
 
     mtlkit train CONFIG [--out DIR] [--set key.path=value ...] [--resume | --overwrite]
     mtlkit evaluate DIR [--data FILE]
-    mtlkit predict DIR INPUT OUTPUT [--fusion FILE]
+    mtlkit predict DIR INPUT OUTPUT [--fusion FILE] [--overwrite]
     mtlkit data list
     mtlkit data describe NAME [--set key=value ...] [--data-dir DIR] [--json]
     mtlkit data describe FILE.csv|FILE.parquet --label COLUMN [--label ...] [--json]
@@ -93,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="a fusion JSON (see 'mtlkit fusion search') to fuse the predictions into a score column with, "
         "instead of the run's fusion.json; value columns such as price are read from INPUT",
+    )
+    predict.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUTPUT if it exists (without it, an existing file is kept)",
     )
     predict.set_defaults(handler=_predict)
     for module in _command_modules():
@@ -192,6 +197,11 @@ def _predict(args: argparse.Namespace) -> int:
     from mtlkit.data.readers import read_arrow, write_table
     from mtlkit.training.run import load_run, read_for_run
 
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        raise MtlkitError(
+            f"{output} exists; pass --overwrite to replace it with the predictions, or name another output file"
+        )
     run = load_run(args.run)
     table = read_for_run(run, args.input, require_labels=False)
     raw, _ = read_arrow(args.input)
@@ -203,26 +213,26 @@ def _predict(args: argparse.Namespace) -> int:
 
         fusion = Fusion.load(fusion_file)
         fusion.check(run.data_schema, where=str(fusion_file))
-        if "score" in raw.column_names:
-            raise MtlkitError(
-                f"{args.input} already has a column 'score', the name of the fused score; rename that column"
-            )
     predictions = run.task_scores(table)
-    score = (
-        fused_scores(fusion, predictions, raw, args.input, str(fusion_file)) if fusion is not None else None
-    )
+    columns: dict[str, Any] = {}
     for name, values in predictions.items():
         if values.dim() == 1:
-            raw = raw.append_column(f"pred_{name}", pa.array(values.numpy()))
+            columns[f"pred_{name}"] = values.numpy()
         else:  # multiclass: one probability column per class
-            for k in range(values.shape[1]):
-                raw = raw.append_column(f"pred_{name}_{k}", pa.array(values[:, k].numpy()))
-    added = ["pred_" + n for n in predictions]
-    if score is not None:
-        raw = raw.append_column("score", pa.array(score.numpy()))
-        added.append(f"score (fusion {fusion_file})")
+            columns.update({f"pred_{name}_{k}": values[:, k].numpy() for k in range(values.shape[1])})
+    if fusion is not None:
+        columns["score"] = fused_scores(fusion, predictions, raw, args.input, str(fusion_file)).numpy()
+    taken = [c for c in columns if c in raw.column_names]
+    if taken:
+        raise MtlkitError(
+            f"{args.input} already has the column(s) {listing(taken)}, which predict adds (the predictions"
+            f"{' and the fused score' if fusion is not None else ''}); rename or drop them in the file"
+        )
+    for name, values in columns.items():
+        raw = raw.append_column(name, pa.array(values))
     write_table(raw, args.output)
-    print(f"wrote {raw.num_rows:,} rows with {', '.join(added)} to {args.output}")
+    what = [f"score (fusion {fusion_file})" if c == "score" else c for c in columns]
+    print(f"wrote {raw.num_rows:,} rows with {', '.join(what)} to {args.output}")
     return 0
 
 

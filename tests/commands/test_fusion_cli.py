@@ -84,7 +84,7 @@ def test_predict_adds_a_score_equal_to_the_fusion_of_the_pred_columns(run_dir: P
     # another fusion file: a weighted sum without value columns
     other = tmp_path / "other.json"
     Fusion("weighted_sum", {"click": 0.2, "conversion": 0.8}).save(other)
-    assert main(["predict", str(run_dir), str(source), str(out), "--fusion", str(other)]) == 0
+    assert main(["predict", str(run_dir), str(source), str(out), "--fusion", str(other), "--overwrite"]) == 0
     table = pacsv.read_csv(out).to_pydict()
     expected = 0.2 * np.asarray(table["pred_click"]) + 0.8 * np.asarray(table["pred_conversion"])
     np.testing.assert_allclose(table["score"], expected, rtol=1e-5)
@@ -108,6 +108,15 @@ def test_predict_errors_name_the_file_and_column(
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0
     assert "no task 'clicks' (did you mean 'click'?)" in err
+    # a file that already has the fused score's column
+    scored = tmp_path / "scored.csv"
+    write_funnel_csv(scored, 20, seed=3)
+    pacsv.write_csv(pacsv.read_csv(scored).append_column("score", pa.array([0.0] * 20)), scored)
+    assert main(["predict", str(run_dir), str(scored), str(tmp_path / "o.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{scored} already has the column(s) 'score', which predict adds" in err
+    assert "and the fused score" in err
+    assert not (tmp_path / "o.csv").exists()
 
 
 def search(run_dir: Path, capsys: pytest.CaptureFixture[str], *args: str) -> dict:

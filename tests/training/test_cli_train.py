@@ -122,6 +122,21 @@ def test_evaluate_and_predict(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert out.column_names == ["id"] + [f"x{i + 1}" for i in range(20)] + ["pred_y1", "pred_y2"]
     assert out.column("id").to_pylist() == [f"row{r}" for r in range(7)]
     assert all(0.0 <= p <= 1.0 for p in out.column("pred_y1").to_pylist())
+    # an existing output file is kept unless --overwrite
+    before = (tmp_path / "out.csv").read_bytes()
+    capsys.readouterr()
+    assert main(["predict", str(run), str(tmp_path / "new.csv"), str(tmp_path / "out.csv")]) == 2
+    assert f"{tmp_path / 'out.csv'} exists; pass --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "out.csv").read_bytes() == before
+    # an input that already holds prediction columns (here: the output itself) would get them twice
+    args = ["predict", str(run), str(tmp_path / "out.csv"), str(tmp_path / "again.csv")]
+    assert main(args) == 2
+    assert "already has the column(s) 'pred_y1', 'pred_y2', which predict adds" in capsys.readouterr().err
+    assert not (tmp_path / "again.csv").exists()
+    assert (
+        main(["predict", str(run), str(tmp_path / "new.csv"), str(tmp_path / "out.csv"), "--overwrite"]) == 0
+    )
+    assert (tmp_path / "out.csv").read_bytes() == before  # the same predictions again
     # missing feature columns are an error naming them
     (tmp_path / "bad.csv").write_text("id,x1\nrow0,1.0\n")
     assert main(["predict", str(run), str(tmp_path / "bad.csv"), str(tmp_path / "o.csv")]) == 2
