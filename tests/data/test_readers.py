@@ -316,8 +316,17 @@ def test_inference_notes_flag_text_columns_of_mostly_numbers(tmp_path: Path) -> 
 
 
 def test_inference_notes_quiet_on_text_and_numbers() -> None:
-    table = pa.table({"y": [0, 1, 0], "x": [1.0, 2.0, None], "city": ["a", "7", None], "n": [1, 2, 3]})
+    table = pa.table(
+        {
+            "y": [0, 1, 0],
+            "x": [1.0, 2.0, None],
+            "city": ["a", "7", None],  # half numbers: not most
+            "code": ["101", "205", "7"],  # codes stored as text: deliberate
+            "n": [1, 2, 3],
+        }
+    )
     schema = infer_schema(table, ["y"])
+    assert schema.feature("code").kind == "categorical"
     assert inference_notes(table, schema) == []
 
 

@@ -323,7 +323,8 @@ _NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
 def inference_notes(table: pa.Table, schema: Schema, origin: Origin | None = None) -> list[str]:
     """Guesses of :func:`infer_schema` worth a second look, one sentence each: a feature inferred categorical
     because its column holds text, although most of its values are numbers (a numeric column with a few bad
-    values, which declared numeric would stop the reading at the first of them)."""
+    values, which declared numeric would stop the reading at the first of them). A text column of nothing but
+    numbers (codes stored as text, as Parquet files may hold them) is left alone."""
     origin = origin or Origin()
     notes = []
     for f in schema.categorical:
@@ -334,7 +335,7 @@ def inference_notes(table: pa.Table, schema: Schema, origin: Origin | None = Non
         filled = pc.and_(pc.is_valid(text), pc.not_equal(text, ""))
         numeric = pc.and_(filled, pc.match_substring_regex(text, _NUMBER))
         numbers, values = pc.sum(numeric).as_py() or 0, pc.sum(filled).as_py() or 0
-        if 2 * numbers <= values:  # not most of them (or no values at all)
+        if 2 * numbers <= values or numbers == values:  # not most of them, or all of them
             continue
         other = pc.and_(filled, pc.invert(numeric))
         first = int(pc.index(other, True).as_py())
