@@ -1,8 +1,10 @@
 """mtlkit: multi-task and multi-objective learning for ranking, in PyTorch.
 
-The public API is flat: ``from mtlkit import Schema, Feature, Task, Table, read_table, load_dataset``.
+The public API is flat: ``from mtlkit import Schema, Feature, Task, Table, read_table, load_dataset,
+create_model, create_balancer, Trainer, TrainingOptions``.
 """
 
+from mtlkit.balancing import create_balancer, list_balancers
 from mtlkit.data import (
     Batch,
     CategoricalEncoder,
@@ -16,7 +18,9 @@ from mtlkit.data import (
     read_table,
 )
 from mtlkit.errors import DataError, MtlkitError, SchemaError
+from mtlkit.models import create_model, list_models
 from mtlkit.schema import Feature, Schema, Task
+from mtlkit.training import Trainer, TrainingOptions
 
 __version__ = "0.1.0"
 
@@ -33,9 +37,15 @@ __all__ = [
     "Splits",
     "Table",
     "Task",
+    "Trainer",
+    "TrainingOptions",
     "__version__",
+    "create_balancer",
+    "create_model",
     "infer_schema",
+    "list_balancers",
     "list_datasets",
+    "list_models",
     "load_dataset",
     "read_table",
 ]
