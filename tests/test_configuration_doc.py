@@ -34,7 +34,7 @@ def config_keys(model: type[BaseModel] = RunConfig, prefix: str = "") -> Iterato
         if section is not None:
             yield from config_keys(section, key + ".")
             continue
-        default = field.default if field.default_factory is None else field.default_factory()  # type: ignore[call-arg]
+        default = field.default if field.default_factory is None else field.default_factory()
         if default is PydanticUndefined:
             yield key, "required"
         else:
