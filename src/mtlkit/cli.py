@@ -163,10 +163,12 @@ def _print_help(parser: argparse.ArgumentParser) -> int:
 # ------------------------------------------------------------------------------------- train / evaluate
 def _train(args: argparse.Namespace) -> int:
     from mtlkit.config import load_config
-    from mtlkit.training.run import train_run
+    from mtlkit.training.run import CHECKPOINT, train_run
 
     config = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    if args.resume and not (out / CHECKPOINT).exists():
+        print(f"mtlkit: no checkpoint in {out} to resume: starting a new run there", file=sys.stderr)
     result = train_run(config, out, resume=args.resume, overwrite=args.overwrite)
     console = Console(highlight=False)
     console.print(f"[bold]{args.config}[/bold] -> {out}  (best epoch {result.metrics['best_epoch']})")

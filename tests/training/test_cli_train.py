@@ -96,6 +96,18 @@ def test_a_run_killed_after_an_epoch_resumes_to_the_same_result(tmp_path: Path) 
     assert drop_seconds(history) == drop_seconds(reference)
 
 
+def test_resume_without_a_checkpoint_says_it_starts_a_new_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(tmp_path, epochs=1)
+    run = tmp_path / "typo"
+    assert main(["train", str(config), "--out", str(run), "--resume"]) == 0
+    assert f"no checkpoint in {run} to resume: starting a new run there" in capsys.readouterr().err
+    assert (run / "metrics.json").exists()
+    assert main(["train", str(config), "--out", str(run), "--resume"]) == 0  # a finished run: nothing to say
+    assert "no checkpoint" not in capsys.readouterr().err
+
+
 def test_resume_refuses_another_configuration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = _config(tmp_path, epochs=1)
     run = tmp_path / "run"
