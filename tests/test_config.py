@@ -234,16 +234,33 @@ def test_file_data_split_only_for_missing_parts(tmp_path: Path) -> None:
 
 def test_a_part_sharing_the_train_or_valid_file_is_an_error(tmp_path: Path) -> None:
     with _error(
-        "data.valid: is the same file as data.train (/d/train.csv): its rows would be trained on and measured on",
+        "line 3: data.valid: is the same file as data.train ("
+        + str(tmp_path / "t.csv")
+        + "): its rows would be "
+        "trained on and measured on",
         "leave data.valid out to carve it from the train file by data.split",
     ):
-        RunConfig.from_dict(_files(valid="/d/train.csv", labels=["click"]))
+        _load(tmp_path, "data:\n  train: t.csv\n  valid: t.csv\n  labels: [y]\nmodel: {name: mmoe}\n")
     with _error("data.test: is the same file as data.valid", "used to pick the best epoch and measured on"):
-        RunConfig.from_dict(_files(valid="/d/v.csv", test="/d/../d/v.csv", labels=["click"]))
-    # relative paths are resolved against the config file's folder before they are compared
-    with _error("data.test: is the same file as data.train"):
-        _load(tmp_path, "data: {train: t.csv, test: ./t.csv, labels: [y]}\nmodel: {name: mmoe}\n")
-    RunConfig.from_dict(_files(valid="/d/v.csv", test="/d/t.csv", labels=["click"]))  # distinct: fine
+        _load(
+            tmp_path,
+            "data: {train: t.csv, valid: v.csv, test: x/../v.csv, labels: [y]}\nmodel: {name: mmoe}\n",
+        )
+    # relative paths are resolved against the config file's folder before they are compared; overrides too
+    with _error(
+        "data.test: is the same file as data.train", "(from --set data.test=" + str(tmp_path) + "/t.csv)"
+    ):
+        _load(
+            tmp_path,
+            "data: {train: t.csv, labels: [y]}\nmodel: {name: mmoe}\n",
+            (f"data.test={tmp_path}/t.csv",),
+        )
+    _load(
+        tmp_path, "data: {train: t.csv, valid: v.csv, labels: [y]}\nmodel: {name: mmoe}\n"
+    )  # distinct: fine
+    # a stored configuration (a run folder trained that way) still validates, for evaluate and predict
+    config = RunConfig.from_dict(_files(valid="/d/train.csv", labels=["click"]))
+    assert [loc for loc, _ in config.data.shared_files()] == [("valid",)]
 
 
 def test_path_objects_are_accepted() -> None:

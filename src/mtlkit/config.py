@@ -168,9 +168,11 @@ class DataConfig(_Section):
         problems.extend((("params", *loc), msg) for loc, msg in found)
         self.params = params
 
-    def _shared_files(self) -> list[tuple[Loc, str]]:
+    def shared_files(self) -> list[tuple[Loc, str]]:
         """A valid or test file that is the train file (or test the valid file): its rows would be both
-        trained or selected on and measured on, so the metrics would be optimistic."""
+        trained or selected on and measured on, so the metrics would be optimistic. Checked by
+        :func:`load_config` (a configuration to train from), not by validation, so that a run folder trained
+        that way still loads for evaluation and prediction."""
         seen: dict[Path, str] = {}
         problems: list[tuple[Loc, str]] = []
         for key in ("train", "valid", "test"):
@@ -213,7 +215,6 @@ class DataConfig(_Section):
                 file_format(path)
             except MtlkitError as exc:
                 problems.append(((key,), str(exc)))
-        problems.extend(self._shared_files())
         if self.schema_ is not None and self.labels is not None:
             problems.append(
                 (
@@ -559,7 +560,11 @@ def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> 
     _resolve_paths(data, p.resolve().parent)
     notes = {tuple(part.strip() for part in item.partition("=")[0].split(".")): item for item in overrides}
     data = apply_overrides(data, overrides)
-    return _validate(data, source, lines, notes)
+    config = _validate(data, source, lines, notes)
+    shared = [(("data", *loc), message) for loc, message in config.data.shared_files()]
+    if shared:
+        raise ConfigError(_format(shared, source, lines, notes))
+    return config
 
 
 def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
