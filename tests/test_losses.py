@@ -59,6 +59,25 @@ def test_bce_matches_torch() -> None:
     torch.testing.assert_close(out, F.binary_cross_entropy_with_logits(z, y, reduction="none"))
 
 
+def test_bce_pos_weight_weights_the_positive_term() -> None:
+    z, y = _binary()
+    w = 7.5
+    expected = -(w * y * F.logsigmoid(z) + (1 - y) * F.logsigmoid(-z))
+    torch.testing.assert_close(BCE(pos_weight=w)(z, y), expected)
+    torch.testing.assert_close(BCE(pos_weight=1)(z, y), BCE()(z, y))
+    # the expected loss over labels with P(y = 1) = p is minimised where the odds are w times p / (1 - p)
+    p = 0.02
+    logit = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.SGD([logit], lr=2.0)
+    for _ in range(500):
+        optimizer.zero_grad()
+        bce = BCE(pos_weight=w)
+        loss = p * bce(logit, torch.ones(1)) + (1 - p) * bce(logit, torch.zeros(1))
+        loss.sum().backward()
+        optimizer.step()
+    assert math.isclose(math.exp(logit.item()), w * p / (1 - p), rel_tol=1e-3)
+
+
 def test_focal_with_gamma_0_and_no_alpha_is_bce() -> None:
     z, y = _binary()
     torch.testing.assert_close(Focal(gamma=0.0, alpha=None)(z, y), BCE()(z, y))
@@ -335,7 +354,7 @@ def test_loss_set_builds_each_tasks_loss_from_the_schema() -> None:
         "Focal(gamma=1.0, alpha=0.25)",
         "Huber(delta=2.0)",
         "MulticlassFocal(gamma=2.0)",
-        "BCE()",
+        "BCE(pos_weight=1.0)",
     ]
     z, y = _binary(6)
     zm, ym = _multiclass(6, 3)
@@ -356,9 +375,15 @@ def test_loss_set_errors_name_the_task() -> None:
     ):
         LossSet(schema, {"cat": {"alpha": 0.25}})
     with pytest.raises(
-        MtlkitError, match=r"task 'click': loss 'bce' .* no parameter 'gamma'.*takes no parameters"
+        MtlkitError, match=r"task 'click': loss 'bce' .* no parameter 'gamma'; it accepts 'pos_weight'"
     ):
         LossSet(schema, {"click": {"gamma": 2.0}})
+    with pytest.raises(MtlkitError, match=r"task 'click': loss 'bce': pos_weight must be > 0, got -1"):
+        LossSet(schema, {"click": {"pos_weight": -1}})
+    with pytest.raises(
+        MtlkitError, match=r"loss parameters given for 'click', whose loss is set by its family"
+    ):
+        LossSet(schema, {"click": {"pos_weight": 2.0}}, overrides={"click": BCE()})
 
 
 def test_registry_errors_list_what_is_accepted() -> None:
@@ -394,6 +419,8 @@ def test_registry_errors_list_what_is_accepted() -> None:
         (lambda: Focal(alpha=-0.1), r"alpha must be in \[0, 1\] or None, got -0.1"),
         (lambda: Huber(delta=0.0), "delta must be > 0, got 0.0"),
         (lambda: Huber(delta=-2.0), "delta must be > 0, got -2.0"),
+        (lambda: BCE(pos_weight=0.0), "pos_weight must be > 0, got 0.0"),
+        (lambda: BCE(pos_weight=math.inf), "pos_weight must be a finite number, got inf"),
         (lambda: Focal(gamma=math.nan), "gamma must be a finite number, got nan"),
         (lambda: Focal(gamma=True), "gamma must be a finite number, got True"),
         (

@@ -397,7 +397,9 @@ class TrainingConfig(_Section):
     gradient norm. ``device``: auto (cuda when available, else cpu), cpu, cuda or cuda:N. ``keep_freed_memory``
     raises glibc's malloc thresholds for the process so that the buffers a step frees are reused by the next step
     instead of being returned to the OS and faulted in again (:mod:`mtlkit.training.memory`; no effect off glibc or
-    where the environment sets them); false leaves malloc as it is.
+    where the environment sets them); false leaves malloc as it is. ``loss_params``: task -> the hyperparameters
+    of its loss (``Task.loss``), e.g. ``{buy: {pos_weight: 20}}`` or ``{click: {gamma: 1.0}}`` for a focal loss;
+    checked against the tasks and the loss when the run is built.
     """
 
     epochs: int = Field(default=10, ge=1)
@@ -411,6 +413,7 @@ class TrainingConfig(_Section):
     gamma: float | None = Field(default=None, gt=0)
     warmup_steps: int | None = Field(default=None, ge=1)
     grad_clip: float | None = Field(default=None, gt=0)
+    loss_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     restore_best: bool = True
     device: str = "auto"

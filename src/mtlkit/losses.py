@@ -99,13 +99,29 @@ class Loss(nn.Module, abc.ABC):
 
 
 class BCE(Loss):
-    """Binary cross-entropy on logits: ``l = -[y log sigmoid(z) + (1 - y) log sigmoid(-z)]`` (stable form)."""
+    """Binary cross-entropy on logits: ``l = -[w y log sigmoid(z) + (1 - y) log sigmoid(-z)]`` (stable form).
+
+    Args:
+        pos_weight: w, the weight of a positive's term, > 0 (1: plain BCE). For a rare positive class (a
+            conversion rate of 2%, say) a w near negatives / positives balances the two classes' share of the
+            loss; predictions are then no longer calibrated probabilities (the loss is minimised by odds w
+            times the true odds).
+    """
 
     name = "bce"
     kind = "binary"
 
+    def __init__(self, pos_weight: float = 1.0) -> None:
+        super().__init__()
+        self.pos_weight = _number("pos_weight", pos_weight)
+        if not self.pos_weight > 0:
+            raise ValueError(f"pos_weight must be > 0, got {pos_weight!r}")
+
     def per_row(self, logits: Tensor, target: Tensor) -> Tensor:
-        return F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        if self.pos_weight == 1.0:
+            return F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        weight = torch.tensor(self.pos_weight, dtype=logits.dtype, device=logits.device)
+        return F.binary_cross_entropy_with_logits(logits, target, reduction="none", pos_weight=weight)
 
 
 class Focal(Loss):
@@ -507,6 +523,11 @@ class LossSet(nn.Module):
                         f"{did_you_mean(task_name, schema.task_names)}; tasks are {listing(schema.task_names)}"
                     )
         for task_name, loss in overrides.items():
+            if task_name in params:
+                raise MtlkitError(
+                    f"loss parameters given for {task_name!r}, whose loss is set by its family ({loss!r}); "
+                    "drop them (the family's parameters configure that loss)"
+                )
             kind = schema.task(task_name).kind
             if loss.kind != kind:
                 raise MtlkitError(

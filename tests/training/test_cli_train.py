@@ -96,6 +96,26 @@ def test_a_run_killed_after_an_epoch_resumes_to_the_same_result(tmp_path: Path) 
     assert drop_seconds(history) == drop_seconds(reference)
 
 
+def test_loss_params_reach_the_task_losses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mtlkit.config import load_config
+    from mtlkit.training.run import train_run
+
+    config = load_config(_config(tmp_path, epochs=1, loss_params={"y2": {"pos_weight": 4.0}}))
+    result = train_run(config, tmp_path / "run")
+    assert [repr(loss) for loss in result.trainer.losses.losses.values()] == [
+        "BCE(pos_weight=1.0)",
+        "BCE(pos_weight=4.0)",
+    ]
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["training"]["loss_params"] == {
+        "y2": {"pos_weight": 4.0}
+    }
+    bad = _config(tmp_path, epochs=1, loss_params={"y3": {"pos_weight": 4.0}})
+    assert main(["train", str(bad), "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "training.loss_params: loss parameters given for 'y3', which is not a task" in err
+    assert not (tmp_path / "bad").exists()  # checked before the run folder is made
+
+
 def test_resume_without_a_checkpoint_says_it_starts_a_new_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -106,6 +126,22 @@ def test_resume_without_a_checkpoint_says_it_starts_a_new_run(
     assert (run / "metrics.json").exists()
     assert main(["train", str(config), "--out", str(run), "--resume"]) == 0  # a finished run: nothing to say
     assert "no checkpoint" not in capsys.readouterr().err
+
+
+def test_resume_accepts_a_checkpoint_written_before_a_key_existed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mtlkit.training import load_checkpoint, save_checkpoint
+
+    config = _config(tmp_path, epochs=1)
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--out", str(run)]) == 0
+    state = load_checkpoint(run / "checkpoint.pt")
+    del state["config"]["training"]["loss_params"]  # as an mtlkit without that key wrote it
+    save_checkpoint(run / "checkpoint.pt", state)
+    capsys.readouterr()
+    assert main(["train", str(config), "--out", str(run), "--resume"]) == 0
+    assert "another configuration" not in capsys.readouterr().err
 
 
 def test_resume_refuses_another_configuration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -64,9 +64,10 @@ class Family:
         """The balancer and its parameters, given the configured ``balancer.name`` / ``balancer.params``."""
         return name, dict(params)
 
-    def losses(self, schema: Schema) -> LossSet:
-        """The task losses of the training schema ``schema`` (default: each task's ``Task.loss``)."""
-        return LossSet(schema)
+    def losses(self, schema: Schema, params: Mapping[str, Mapping[str, Any]] | None = None) -> LossSet:
+        """The task losses of the training schema ``schema`` (default: each task's ``Task.loss``), with
+        ``params`` (task -> hyperparameters of its loss)."""
+        return LossSet(schema, params)
 
 
 class MTL(Family):

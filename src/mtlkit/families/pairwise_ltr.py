@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -129,8 +130,8 @@ class PairwiseLTR(Family):
             note,
         )
 
-    def losses(self, schema: Schema) -> LossSet:
-        return LossSet(schema, overrides={TASK: self.loss})
+    def losses(self, schema: Schema, params: Mapping[str, Mapping[str, Any]] | None = None) -> LossSet:
+        return LossSet(schema, params, overrides={TASK: self.loss})
 
     def task_scores(self, predictions: Mapping[str, Tensor]) -> dict[str, Tensor]:
         return same_score(self.schema, predictions[TASK])

@@ -164,7 +164,9 @@ def train_run(
                 f"{out} already holds a run; pass --resume to continue it, or --overwrite to start again"
             )
         state = load_checkpoint(checkpoint)
-        if state.get("config") != config.to_dict():
+        # the stored configuration validated again, so keys added since it was written compare at their defaults
+        stored = RunConfig.from_dict(state.get("config"), source=str(checkpoint)).to_dict()
+        if stored != config.to_dict():
             raise MtlkitError(
                 f"{out} holds a run of another configuration; --resume continues only the same run "
                 f"(compare {out / 'config.yaml'} with yours), or pass --overwrite"
@@ -198,6 +200,10 @@ def train_run(
             f"model {config.model.name!r} cannot: {exc}"
         ) from None
     balancer = build_balancer(config, splits.schema, family)
+    try:
+        losses = family.losses(splits.schema, config.training.loss_params)
+    except MtlkitError as exc:
+        raise MtlkitError(f"training.loss_params: {exc}") from None
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(config.to_yaml())
     extra = {
@@ -217,7 +223,7 @@ def train_run(
         checkpoint_extra=extra,
         log=console,
         callbacks=diagnostic_callbacks(config.diagnostics, splits, out),
-        losses=family.losses(splits.schema),
+        losses=losses,
     )
     trainer.fit(splits.train, splits.valid, resume=state)
     metrics = {  # always the data set's own tasks, whatever the family trained on
