@@ -1,10 +1,11 @@
 """mtlkit: multi-task and multi-objective learning for ranking, in PyTorch.
 
 The public API is flat: ``from mtlkit import Schema, Feature, Task, Table, read_table, load_dataset,
-create_model, create_balancer, Trainer, TrainingOptions``.
+create_model, create_balancer, Trainer, TrainingOptions, load_config, train_run, load_run``.
 """
 
 from mtlkit.balancing import create_balancer, list_balancers
+from mtlkit.config import load_config
 from mtlkit.data import (
     Batch,
     CategoricalEncoder,
@@ -21,6 +22,7 @@ from mtlkit.errors import DataError, MtlkitError, SchemaError
 from mtlkit.models import create_model, list_models
 from mtlkit.schema import Feature, Schema, Task
 from mtlkit.training import Trainer, TrainingOptions
+from mtlkit.training.run import load_run, train_run
 
 __version__ = "0.1.0"
 
@@ -46,6 +48,9 @@ __all__ = [
     "list_balancers",
     "list_datasets",
     "list_models",
+    "load_config",
     "load_dataset",
+    "load_run",
     "read_table",
+    "train_run",
 ]

@@ -170,6 +170,15 @@ def test_evaluate_and_predict(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert out.column_names == ["id"] + [f"x{i + 1}" for i in range(20)] + ["pred_y1", "pred_y2"]
     assert out.column("id").to_pylist() == [f"row{r}" for r in range(7)]
     assert all(0.0 <= p <= 1.0 for p in out.column("pred_y1").to_pylist())
+    # the same from Python: the run folder loaded back
+    from mtlkit import load_run
+
+    loaded = load_run(run)
+    scores = loaded.task_scores(loaded.read(tmp_path / "new.csv"))
+    assert scores["y1"].numpy().tolist() == pytest.approx(out.column("pred_y1").to_pylist(), abs=1e-6)
+    from mtlkit.training.run import build_splits
+
+    assert loaded.evaluate(build_splits(loaded.config).test) == evaluated["test"]
     # an existing output file is kept unless --overwrite
     before = (tmp_path / "out.csv").read_bytes()
     capsys.readouterr()

@@ -257,6 +257,14 @@ class LoadedRun:
         """One prediction per task of the data set (and extra outputs) for the rows of ``table``."""
         return self.family.task_scores(self.trainer.predict(table))
 
+    def read(self, path: str | Path, require_labels: bool = False) -> Table:
+        """A CSV / Parquet file encoded for this run (:func:`read_for_run`)."""
+        return read_for_run(self, path, require_labels)
+
+    def evaluate(self, table: Table) -> dict[str, dict[str, float]]:
+        """Metrics of the data set's tasks on ``table`` (:func:`evaluate_run`)."""
+        return evaluate_run(self, table)
+
 
 def load_run(out_dir: str | Path, device: str = "auto") -> LoadedRun:
     """Rebuild the model of a run folder from its checkpoint (no training code is unpickled)."""
