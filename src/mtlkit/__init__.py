@@ -1,7 +1,8 @@
 """mtlkit: multi-task and multi-objective learning for ranking, in PyTorch.
 
 The public API is flat: ``from mtlkit import Schema, Feature, Task, Table, read_table, load_dataset,
-create_model, create_balancer, Trainer, TrainingOptions, load_config, train_run, load_run``.
+create_model, create_balancer, Trainer, TrainingOptions, load_config, train_run, load_run,
+predict_file``.
 """
 
 from mtlkit.balancing import create_balancer, list_balancers
@@ -22,6 +23,7 @@ from mtlkit.errors import DataError, MtlkitError, SchemaError
 from mtlkit.models import create_model, list_models
 from mtlkit.schema import Feature, Schema, Task
 from mtlkit.training import Trainer, TrainingOptions
+from mtlkit.training.predict import predict_file
 from mtlkit.training.run import load_run, train_run
 
 __version__ = "0.1.0"
@@ -51,6 +53,7 @@ __all__ = [
     "load_config",
     "load_dataset",
     "load_run",
+    "predict_file",
     "read_table",
     "train_run",
 ]

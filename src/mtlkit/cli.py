@@ -2,7 +2,7 @@
 
     mtlkit train CONFIG [--out DIR] [--set key.path=value ...] [--resume | --overwrite]
     mtlkit evaluate DIR [--data FILE]
-    mtlkit predict DIR INPUT OUTPUT [--fusion FILE] [--overwrite]
+    mtlkit predict DIR INPUT OUTPUT [--fusion FILE] [--chunk-rows N] [--overwrite]
     mtlkit data list
     mtlkit data describe NAME [--set key=value ...] [--data-dir DIR] [--json]
     mtlkit data describe FILE.csv|FILE.parquet --label COLUMN [--label ...] [--json]
@@ -29,6 +29,7 @@ from mtlkit.data.datasets import dataset_loader, list_datasets, load_dataset
 from mtlkit.data.readers import CSV_SUFFIXES, PARQUET_SUFFIXES, read_table
 from mtlkit.data.table import Table
 from mtlkit.errors import MtlkitError, did_you_mean, listing
+from mtlkit.training.predict import DEFAULT_CHUNK_ROWS
 
 #: Longer feature lists are cut in the printed summary (``--json`` has them all).
 MAX_FEATURE_ROWS = 40
@@ -93,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="a fusion JSON (see 'mtlkit fusion search') to fuse the predictions into a score column with, "
         "instead of the run's fusion.json; value columns such as price are read from INPUT",
+    )
+    predict.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=DEFAULT_CHUNK_ROWS,
+        metavar="N",
+        help="rows encoded and predicted at a time (memory: the file's columns plus one part's tensors)",
     )
     predict.add_argument(
         "--overwrite",
@@ -194,47 +202,30 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    import pyarrow as pa
+    from mtlkit.training.predict import predict_file
+    from mtlkit.training.run import load_run
 
-    from mtlkit.data.readers import read_arrow, write_table
-    from mtlkit.training.run import load_run, read_for_run
-
+    if args.chunk_rows < 1:
+        raise MtlkitError(f"--chunk-rows must be >= 1, got {args.chunk_rows}")
     output = Path(args.output)
     if output.exists() and not args.overwrite:
         raise MtlkitError(
             f"{output} exists; pass --overwrite to replace it with the predictions, or name another output file"
         )
     run = load_run(args.run)
-    table = read_for_run(run, args.input, require_labels=False)
-    raw, _ = read_arrow(args.input)
     fusion_file = Path(args.fusion) if args.fusion else run.out_dir / "fusion.json"
     fusion = None
     if args.fusion or fusion_file.exists():  # checked before predicting
-        from mtlkit.commands.fusion import fused_scores
         from mtlkit.fusion import Fusion
 
         fusion = Fusion.load(fusion_file)
         fusion.check(run.data_schema, where=str(fusion_file))
-    predictions = run.task_scores(table)
-    columns: dict[str, Any] = {}
-    for name, values in predictions.items():
-        if values.dim() == 1:
-            columns[f"pred_{name}"] = values.numpy()
-        else:  # multiclass: one probability column per class
-            columns.update({f"pred_{name}_{k}": values[:, k].numpy() for k in range(values.shape[1])})
-    if fusion is not None:
-        columns["score"] = fused_scores(fusion, predictions, raw, args.input, str(fusion_file)).numpy()
-    taken = [c for c in columns if c in raw.column_names]
-    if taken:
-        raise MtlkitError(
-            f"{args.input} already has the column(s) {listing(taken)}, which predict adds (the predictions"
-            f"{' and the fused score' if fusion is not None else ''}); rename or drop them in the file"
-        )
-    for name, values in columns.items():
-        raw = raw.append_column(name, pa.array(values))
-    write_table(raw, args.output)
-    what = [f"score (fusion {fusion_file})" if c == "score" else c for c in columns]
-    print(f"wrote {raw.num_rows:,} rows with {', '.join(what)} to {args.output}")
+    result = predict_file(
+        run, args.input, output, fusion=fusion, fusion_source=str(fusion_file), chunk_rows=args.chunk_rows
+    )
+    what = [f"score (fusion {fusion_file})" if c == "score" else c for c in result.columns]
+    parts = f" in {result.parts} parts of {args.chunk_rows:,} rows" if result.parts > 1 else ""
+    print(f"wrote {result.rows:,} rows with {', '.join(what)} to {args.output}{parts}")
     return 0
 
 

@@ -47,6 +47,8 @@ from torch import Tensor, nn
 from mtlkit.errors import MtlkitError, did_you_mean, listing
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from mtlkit.config import FusionConfig
     from mtlkit.data.table import Table
     from mtlkit.schema import Schema
@@ -989,6 +991,33 @@ def task_aucs(data: FusionData) -> dict[str, float]:
     return out
 
 
+# ------------------------------------------------------------------------------------------ files
+def value_columns_from_arrow(raw: pa.Table, columns: tuple[str, ...], source: str) -> dict[str, Tensor]:
+    """The value columns a fusion reads, from the rows of an input file, as float64 tensors (NaN where empty).
+
+    A missing or non-numeric column is an MtlkitError naming the file and the column.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    out: dict[str, Tensor] = {}
+    names = raw.column_names
+    for column in columns:
+        if column not in names:
+            raise MtlkitError(
+                f"{source} has no column {column!r}{did_you_mean(column, names)}, which the fusion reads as a value "
+                f"column; add it to the file, or pass --fusion with a fusion that does not use it"
+            )
+        try:
+            numbers = pc.cast(raw.column(column), pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise MtlkitError(
+                f"{source}: column {column!r} is {raw.schema.field(column).type}, but the fusion needs numbers in it"
+            ) from None
+        out[column] = torch.from_numpy(numbers.to_numpy(zero_copy_only=False).astype("float64"))
+    return out
+
+
 __all__ = [
     "FUSION_KINDS",
     "TARGETS",
@@ -1008,4 +1037,5 @@ __all__ = [
     "search_fusion",
     "simplex_grid",
     "task_aucs",
+    "value_columns_from_arrow",
 ]

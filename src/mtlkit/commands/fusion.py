@@ -20,9 +20,6 @@ from typing import TYPE_CHECKING, Any
 from mtlkit.errors import MtlkitError, did_you_mean, listing
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-    from torch import Tensor
-
     from mtlkit.fusion import Fusion
 
 #: The file of a run folder that holds its fusion.
@@ -237,46 +234,3 @@ def _print_report(console: Any, report: dict[str, Any]) -> None:
         console.print(f"current fusion not evaluated: {report['current']['error']}")
     if "saved" in report:
         console.print(f"saved to {report['saved']}")
-
-
-# ------------------------------------------------------------------------------------------ predict support
-def value_columns_from_arrow(raw: pa.Table, columns: tuple[str, ...], source: str) -> dict[str, Tensor]:
-    """The value columns a fusion reads, from the rows of an input file, as float64 tensors (NaN where empty).
-
-    A missing or non-numeric column is an MtlkitError naming the file and the column.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import torch
-
-    out: dict[str, Tensor] = {}
-    names = raw.column_names
-    for column in columns:
-        if column not in names:
-            raise MtlkitError(
-                f"{source} has no column {column!r}{did_you_mean(column, names)}, which the fusion reads as a value "
-                f"column; add it to the file, or pass --fusion with a fusion that does not use it"
-            )
-        try:
-            numbers = pc.cast(raw.column(column), pa.float64())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            raise MtlkitError(
-                f"{source}: column {column!r} is {raw.schema.field(column).type}, but the fusion needs numbers in it"
-            ) from None
-        out[column] = torch.from_numpy(numbers.to_numpy(zero_copy_only=False).astype("float64"))
-    return out
-
-
-def fused_scores(
-    fusion: Fusion, predictions: dict[str, Tensor], raw: pa.Table, source: str, fusion_source: str
-) -> Tensor:
-    """The fused score of each row of an input file (predict's ``score`` column)."""
-    missing = [t for t in fusion.tasks if t not in predictions]
-    if missing:
-        raise MtlkitError(
-            f"{fusion_source} fuses task {missing[0]!r}, which the run does not predict"
-            f"{did_you_mean(missing[0], predictions)}; it predicts {listing(predictions)}"
-        )
-    values = value_columns_from_arrow(raw, fusion.value_columns, source)
-    fusion.check_values(values, source)
-    return fusion(predictions, values)

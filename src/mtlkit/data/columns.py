@@ -23,15 +23,27 @@ class Origin:
         source: the file path, or a description such as ``"<DataFrame>"``.
         first_line: the file line of the first data row (2 for a CSV with a header), or None where lines
             mean nothing (Parquet, in-memory data).
+        first_row: how many rows of the file come before the table (a part of a file read in pieces).
     """
 
     source: str = "<memory>"
     first_line: int | None = None
+    first_row: int = 0
 
     def where(self, row: int) -> str:
-        """``row 5 (line 6) of data.csv`` for a 0-based data row."""
+        """``row 5 (line 6) of data.csv`` for a 0-based row of the table."""
+        row += self.first_row
         line = f" (line {self.first_line + row})" if self.first_line is not None else ""
         return f"row {row + 1}{line} of {self.source}"
+
+    def part(self, start: int, rows: int, total: int) -> Origin:
+        """The origin of rows ``start`` .. ``start + rows - 1`` of this table's ``total`` rows; its source names
+        the part (``data.csv (rows 1,000,001-2,000,000)``) unless it is the whole table, so that counts in
+        messages ("3 rows are affected") say what they count."""
+        if start == 0 and rows == total:
+            return self
+        label = f"{self.source} (rows {self.first_row + start + 1:,}-{self.first_row + start + rows:,})"
+        return Origin(label, self.first_line, self.first_row + start)
 
 
 def require_columns(table: pa.Table, needed: dict[str, str], origin: Origin, hint: str = "") -> None:

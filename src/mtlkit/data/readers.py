@@ -254,14 +254,40 @@ def _available_columns(
 
 def write_table(table: pa.Table, path: str | Path) -> None:
     """Write an Arrow table as CSV or Parquet (by the file name), atomically (temporary file + rename)."""
-    p = Path(path)
-    fmt = file_format(p)
-    tmp = p.with_name(p.name + ".tmp")
-    if fmt == "parquet":
-        pq.write_table(table, tmp)
-    else:
-        pacsv.write_csv(table, tmp)
-    tmp.replace(p)
+    with TableWriter(path) as writer:
+        writer.write(table)
+
+
+class TableWriter:
+    """Writes Arrow tables of one schema, one after the other, into one CSV or Parquet file (by the file name).
+
+    Atomic: the rows go to ``<name>.tmp`` next to the file, which replaces the file when the ``with`` block ends
+    without an error; after an error the temporary file is removed and an existing file is left as it was.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.format = file_format(self.path)
+        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self._writer: pq.ParquetWriter | pacsv.CSVWriter | None = None
+
+    def write(self, table: pa.Table) -> None:
+        if self._writer is None:
+            kind = pq.ParquetWriter if self.format == "parquet" else pacsv.CSVWriter
+            self._writer = kind(str(self.tmp), table.schema)
+        self._writer.write_table(table)
+
+    def __enter__(self) -> TableWriter:
+        return self
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+        if error is None and writer is not None:
+            self.tmp.replace(self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
 
 
 def infer_schema(
