@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_CHUNK_ROWS,
         metavar="N",
-        help="rows encoded and predicted at a time (memory: the file's columns plus one part's tensors)",
+        help="rows read, encoded and predicted at a time (memory: one part of rows and its tensors)",
     )
     predict.add_argument(
         "--overwrite",

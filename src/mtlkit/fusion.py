@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from mtlkit.config import FusionConfig
+    from mtlkit.data.columns import Origin
     from mtlkit.data.table import Table
     from mtlkit.schema import Schema
 
@@ -257,8 +258,17 @@ class Fusion:
                         f"value columns are {listing(columns) if columns else 'none (add them to schema.values)'}"
                     )
 
-    def check_values(self, values: Mapping[str, Tensor], where: str = "the data") -> None:
-        """Raise an MtlkitError for a missing (NaN) value, or a negative one in a product (zero is allowed)."""
+    def check_values(
+        self, values: Mapping[str, Tensor], where: str = "the data", origin: Origin | None = None
+    ) -> None:
+        """Raise an MtlkitError for a missing (NaN) value, or a negative one in a product (zero is allowed).
+
+        The first bad row is named by ``origin`` (``row 3 (line 4) of data.csv``) when given, else by its
+        0-based index in ``values``."""
+
+        def first(row: int) -> str:
+            return origin.where(row) if origin is not None else f"row {row}"
+
         for column in self._values:
             if column not in values:
                 raise MtlkitError(f"{where} has no value column {column!r}, which the fusion uses")
@@ -267,7 +277,7 @@ class Fusion:
             if bool(bad.any()):
                 row = int(bad.nonzero()[0, 0])
                 raise MtlkitError(
-                    f"{where}: value column {column!r} is missing in {int(bad.sum())} rows (first: row {row}); "
+                    f"{where}: value column {column!r} is missing in {int(bad.sum())} rows (first: {first(row)}); "
                     f"fill or drop them before fusing"
                 )
             if self._kind == "product":
@@ -275,9 +285,9 @@ class Fusion:
                 if bool(negative.any()):
                     row = int(negative.nonzero()[0, 0])
                     raise MtlkitError(
-                        f"{where}: value column {column!r} has {int(negative.sum())} negative values (first: row "
-                        f"{row}, {float(tensor[row])!r}); a product fusion raises values to powers, so they must "
-                        f"be >= 0 (use a weighted_sum for signed values)"
+                        f"{where}: value column {column!r} has {int(negative.sum())} negative values (first: "
+                        f"{first(row)}, {float(tensor[row])!r}); a product fusion raises values to powers, so they "
+                        f"must be >= 0 (use a weighted_sum for signed values)"
                     )
 
     # ------------------------------------------------------------------ applying

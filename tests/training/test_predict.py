@@ -14,6 +14,7 @@ import pytest
 from mtlkit import predict_file
 from mtlkit.cli import main
 from mtlkit.config import RunConfig
+from mtlkit.data import readers
 from mtlkit.data.columns import Origin
 from mtlkit.data.readers import TableWriter, write_table
 from mtlkit.errors import MtlkitError
@@ -80,6 +81,27 @@ def test_parts_give_the_file_one_pass_gives(run: LoadedRun, tmp_path: Path, suff
     np.testing.assert_allclose(out.column("score").to_numpy(), expected, rtol=1e-6)
 
 
+def test_a_column_that_turns_to_text_far_down_keeps_one_type_in_every_part(
+    run: LoadedRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Column types come from the whole file, not from each part: an id column of numbers that holds text only
+    after the first blocks is text in every part, so the parts write one file, the same for any part size."""
+    monkeypatch.setattr(readers, "CSV_BLOCK_SIZE", 1 << 10)  # types from ~60 rows
+    monkeypatch.setattr(readers, "CSV_PART_BLOCK_SIZE", 1 << 10)  # text found after parts were written
+    source = tmp_path / "late.csv"
+    ids = [str(i) if i < 500 else f"x{i}" for i in range(600)]
+    source.write_text("id,user,price\n" + "".join(f"{k},u{i % 9},{i / 100}\n" for i, k in enumerate(ids)))
+    small = predict_file(run, source, tmp_path / "small.csv", chunk_rows=64)
+    whole = predict_file(run, source, tmp_path / "whole.csv", chunk_rows=10_000)
+    assert (small.parts, whole.parts, small.rows) == (10, 1, 600)
+    assert (tmp_path / "small.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+    out = pacsv.read_csv(
+        tmp_path / "small.csv", convert_options=pacsv.ConvertOptions(column_types={"id": pa.string()})
+    )
+    assert out.column("id").to_pylist() == ids
+    assert not list(tmp_path.glob("*.tmp"))  # the parts written with id as numbers were dropped
+
+
 def test_a_bad_value_in_a_later_part_names_its_row_in_the_file(run: LoadedRun, tmp_path: Path) -> None:
     source = tmp_path / "bad.csv"
     rows = ["user,price"] + [f"u{i},{i}.5" for i in range(7)]
@@ -97,7 +119,8 @@ def test_fusion_values_are_checked_over_the_whole_file_first(run: LoadedRun, tmp
     source = tmp_path / "neg.csv"
     source.write_text("user,price\nu1,1.0\nu2,2.0\nu3,-1.0\nu4,3.0\n")
     fusion = Fusion("product", {"click": 1.0}, {"price": 1.0})
-    with pytest.raises(MtlkitError, match=r"'price' has 1 negative values \(first: row 2, -1.0\)"):
+    first = r"first: row 3 \(line 4\) of .*neg.csv \(rows 3-4\), -1.0"
+    with pytest.raises(MtlkitError, match=rf"'price' has 1 negative values \({first}\)"):
         predict_file(run, source, tmp_path / "o.csv", fusion=fusion, chunk_rows=2)
     assert not (tmp_path / "o.csv").exists()
     with pytest.raises(MtlkitError, match="fuses task 'clik'"):

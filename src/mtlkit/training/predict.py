@@ -1,10 +1,10 @@
 """Batch prediction of a file: every row of a CSV / Parquet file written out again with its predictions.
 
-:func:`predict_file` reads the input once into Arrow, then encodes, predicts and writes it in parts of
-``chunk_rows`` rows (the output grows part by part, through :class:`~mtlkit.data.readers.TableWriter`), so the
-encoded tensors and predictions of only one part are in memory at a time, next to the file's Arrow columns.
-Encoding and prediction are row by row (fitted encoders, the model in eval mode), so the output does not depend
-on ``chunk_rows``. ``mtlkit predict`` calls it.
+:func:`predict_file` reads the input in parts of ``chunk_rows`` rows (:func:`~mtlkit.data.readers.read_parts`)
+and encodes, predicts and writes one part at a time (the output grows part by part, through
+:class:`~mtlkit.data.readers.TableWriter`), so only one part's rows, encoded tensors and predictions are in
+memory: a file larger than memory can be predicted. Encoding and prediction are row by row (fitted encoders,
+the model in eval mode), so the output does not depend on ``chunk_rows``. ``mtlkit predict`` calls it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from mtlkit.data.columns import require_columns
-from mtlkit.data.readers import TableWriter, read_arrow
+from mtlkit.data.readers import Parts, TableWriter, available_columns, read_parts
 from mtlkit.data.table import COLUMN_HINT, Table, needed_columns
 from mtlkit.errors import MtlkitError, did_you_mean, listing
 from mtlkit.fusion import Fusion, value_columns_from_arrow
@@ -65,49 +65,65 @@ def predict_file(
     run's predictions appended, and the fused ``score`` when ``fusion`` is given (its value columns are read from
     ``source``; ``fusion_source`` names it in messages).
 
-    The file is checked before anything is written: the feature columns the run needs, the fusion's value
-    columns over all rows, and that the input has none of the columns predict adds. A bad value found while a
-    part is encoded names its row in the file; the output is then left as it was.
+    Only one part of ``chunk_rows`` rows is in memory at a time. Checked before anything is written: the
+    feature columns the run needs, the fusion's value columns over all rows (a first pass reading only them),
+    and that the input has none of the columns predict adds. A bad value found while a part is encoded names its
+    row in the file; the output is then left as it was. A CSV column that holds numbers in its first block and
+    text further down makes the prediction start again with that column as text (see
+    :func:`~mtlkit.data.readers.read_parts`).
     """
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise MtlkitError(f"chunk_rows must be an integer >= 1, got {chunk_rows!r}")
     name = str(source)
-    raw, origin = read_arrow(source)
     schema = run.data_schema
-    if raw.num_rows == 0:  # the Table's own message for a file without rows
-        Table.from_arrow(raw, schema, encoders=run.encoders, origin=origin, require_labels=False)
-    require_columns(raw, needed_columns(schema, require_labels=False), origin, hint=COLUMN_HINT)
-    values: dict[str, Tensor] = {}
-    if fusion is not None:
-        values = value_columns_from_arrow(raw, fusion.value_columns, name)
-        fusion.check_values(values, name)
-    added: list[str] = []
-    parts = 0
-    with TableWriter(output) as writer:
-        for start in range(0, raw.num_rows, chunk_rows):
-            part = raw.slice(start, chunk_rows)
-            table = Table.from_arrow(
-                part,
-                schema,
-                encoders=run.encoders,
-                origin=origin.part(start, part.num_rows, raw.num_rows),
-                require_labels=False,
-            )
-            predictions = run.task_scores(table)
-            columns = prediction_columns(predictions)
-            if fusion is not None:
+    if fusion is not None and fusion.value_columns:  # every row's values, before anything is predicted
+
+        def check(parts: Parts) -> None:
+            for part in parts:
+                values = value_columns_from_arrow(part.table, fusion.value_columns, name)
+                fusion.check_values(values, name, part.origin)
+
+        _require_value_columns(source, fusion, name)
+        read_parts(source, chunk_rows, check, columns=fusion.value_columns)
+
+    def predict(parts: Parts) -> PredictedFile:
+        header = parts.schema.empty_table()
+        require_columns(header, needed_columns(schema, require_labels=False), parts.origin, hint=COLUMN_HINT)
+        added: list[str] = []
+        rows = count = 0
+        with TableWriter(output) as writer:
+            for part in parts:
+                table = Table.from_arrow(
+                    part.table, schema, encoders=run.encoders, origin=part.origin, require_labels=False
+                )
+                predictions = run.task_scores(table)
+                columns = prediction_columns(predictions)
+                if fusion is not None:
+                    if not added:
+                        _check_fusion_tasks(fusion, predictions, fusion_source)
+                    values = value_columns_from_arrow(part.table, fusion.value_columns, name)
+                    columns["score"] = fusion(predictions, values).numpy()
                 if not added:
-                    _check_fusion_tasks(fusion, predictions, fusion_source)
-                rows = {c: v[start : start + part.num_rows] for c, v in values.items()}
-                columns["score"] = fusion(predictions, rows).numpy()
-            if not added:
-                added = list(columns)
-                _check_free(raw, added, name, fusion is not None)
-            for column, array in columns.items():
-                part = part.append_column(column, pa.array(array))
-            writer.write(part)
-            parts += 1
-    return PredictedFile(Path(output), raw.num_rows, added, parts)
+                    added = list(columns)
+                    _check_free(header, added, name, fusion is not None)
+                written = part.table
+                for column, array in columns.items():
+                    written = written.append_column(column, pa.array(array))
+                writer.write(written)
+                rows, count = rows + part.table.num_rows, count + 1
+            if count == 0:  # the Table's own message for a file without rows
+                Table.from_arrow(
+                    header, schema, encoders=run.encoders, origin=parts.origin, require_labels=False
+                )
+        return PredictedFile(Path(output), rows, added, count)
+
+    return read_parts(source, chunk_rows, predict)
+
+
+def _require_value_columns(source: str | Path, fusion: Fusion, name: str) -> None:
+    """The fusion's value columns are in the file (an MtlkitError naming the one that is not, and the file)."""
+    header = pa.table({c: pa.array([], pa.null()) for c in available_columns(source)})
+    value_columns_from_arrow(header, fusion.value_columns, name)
 
 
 def _check_fusion_tasks(fusion: Fusion, predictions: dict[str, Tensor], fusion_source: str) -> None:
