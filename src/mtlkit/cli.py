@@ -25,6 +25,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from mtlkit.console import print_table
 from mtlkit.data.datasets import dataset_loader, list_datasets, load_dataset
 from mtlkit.data.readers import CSV_SUFFIXES, PARQUET_SUFFIXES, read_table
 from mtlkit.data.table import Table
@@ -230,21 +231,22 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def print_metrics(console: Console, results: dict[str, dict[str, dict[str, float]]]) -> None:
-    """One table: a row per task (and the mean), a column per part and metric."""
-    parts = list(results)
-    columns = [(part, metric) for part in parts for metric in _metric_names(results[part])]
+    """One table: a row per part and task (and the parts' means), a column per metric, printed whole."""
+    metrics = list(dict.fromkeys(m for part in results.values() for m in _metric_names(part)))
     table = RichTable(title="metrics")
-    table.add_column("task")
-    for part, metric in columns:
-        table.add_column(f"{part} {metric}", justify="right")
-    names = list(dict.fromkeys(task for part in parts for task in results[part]))
-    for task in names:
-        row = [task]
-        for part, metric in columns:
-            value = results[part].get(task, {}).get(metric)
-            row.append("-" if value is None else f"{value:.4f}")
-        table.add_row(*row)
-    console.print(table)
+    table.add_column("part")
+    table.add_column("task", no_wrap=True)
+    for metric in metrics:
+        table.add_column(metric, justify="right", no_wrap=True)
+    for part, scores in results.items():
+        for task, values in scores.items():
+            row = [part, task]
+            for metric in metrics:
+                value = values.get(metric)
+                row.append("-" if value is None else f"{value:.4f}")
+            table.add_row(*row)
+        table.add_section()
+    print_table(console, table)
 
 
 def _metric_names(scores: dict[str, dict[str, float]]) -> list[str]:
@@ -391,7 +393,7 @@ def _print_summary(title: str, note: str, parts: dict[str, Table]) -> None:
             rate = entry.get("positive_rate", entry.get("mean", entry.get("class_counts")))
             head = [task.name, task.kind, task.column] if i == 0 else ["", "", ""]
             tasks.add_row(*head, part, f"{entry['labelled']:,}", f"{entry['missing']:,}", _fmt(rate))
-    console.print(tasks)
+    print_table(console, tasks)
     features = RichTable(title=f"features (fitted on {next(iter(parts))})")
     for column in ("feature", "kind", "column", "vocab size", "unknown rate", "towers"):
         features.add_column(column)
@@ -408,7 +410,7 @@ def _print_summary(title: str, note: str, parts: dict[str, Table]) -> None:
         )
     if len(shown) < len(entries):
         features.add_row(f"... {len(entries) - len(shown)} more", "", "", "", "", "")
-    console.print(features)
+    print_table(console, features)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -51,8 +51,8 @@ def test_train_writes_the_run_folder(tmp_path: Path, capsys: pytest.CaptureFixtu
     config = _config(tmp_path, epochs=2)
     assert main(["train", str(config), "--out", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
-    assert "valid auc" in out
-    assert "test auc" in out
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│")]
+    assert [r[:2] for r in rows] == [[p, t] for p in ("valid", "test") for t in ("y1", "y2", "mean")]
     run = tmp_path / "run"
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["valid"]) == {"y1", "y2", "mean"}

@@ -192,6 +192,8 @@ def _fmt(value: float | None) -> str:
 def _print_report(console: Any, report: dict[str, Any]) -> None:
     from rich.table import Table as RichTable
 
+    from mtlkit.console import print_table
+
     fusion = report["fusion"]
     search = report["search"]
     console.print(
@@ -206,7 +208,7 @@ def _print_report(console: Any, report: dict[str, Any]) -> None:
         weights.add_row(name, "task", f"{w:.4g}")
     for name, w in fusion["values"].items():
         weights.add_row(name, "value column", f"{w:.4g}")
-    console.print(weights)
+    print_table(console, weights)
     has_current = "current" in report and "valid" in report["current"]
     table = RichTable(title=f"the fused score: target {report['target']} and each task's AUC")
     table.add_column("metric")
@@ -229,7 +231,7 @@ def _print_report(console: Any, report: dict[str, Any]) -> None:
         for part in ("valid", "test"):
             cells.append(_fmt(own[part].get(task)) if task is not None else "")
         table.add_row(label, *cells)
-    console.print(table)
+    print_table(console, table)
     if "current" in report and "error" in report["current"]:
         console.print(f"current fusion not evaluated: {report['current']['error']}")
     if "saved" in report:
