@@ -95,7 +95,10 @@ def test_small_run_writes_json(bench: ModuleType, tmp_path: Path) -> None:
             products["seconds_per_step"], products["rest_seconds"], m["seconds_per_step"], strict=True
         ):
             assert math.isclose(sec + rest, step)
-    for key in ("forward", "train"):  # the same analytic FLOPs (FlopCounterMode does not count elementwise sums)
+    for key in (
+        "forward",
+        "train",
+    ):  # the same analytic FLOPs (FlopCounterMode does not count elementwise sums)
         assert models["mmoe"]["flops_per_sample"][key] == models["mmoe_looped"]["flops_per_sample"][key]
     assert models["mmoe"]["flops_per_sample"] == models["mmoe_minimal"]["flops_per_sample"]
     for name in ("mmoe", "mmoe_minimal"):
