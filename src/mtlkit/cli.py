@@ -221,9 +221,28 @@ def _predict(args: argparse.Namespace) -> int:
 
         fusion = Fusion.load(fusion_file)
         fusion.check(run.data_schema, where=str(fusion_file))
-    result = predict_file(
-        run, args.input, output, fusion=fusion, fusion_source=str(fusion_file), chunk_rows=args.chunk_rows
+    from rich.progress import Progress, TextColumn, TimeElapsedColumn
+
+    status = Console(stderr=True)
+    progress = Progress(
+        TextColumn(f"predicting {args.input}:"),
+        TextColumn("{task.completed:,} rows"),
+        TimeElapsedColumn(),
+        console=status,
+        transient=True,
+        disable=not status.is_terminal,
     )
+    with progress:
+        rows = progress.add_task("predict", total=None)
+        result = predict_file(
+            run,
+            args.input,
+            output,
+            fusion=fusion,
+            fusion_source=str(fusion_file),
+            chunk_rows=args.chunk_rows,
+            on_part=lambda done: progress.update(rows, completed=done),
+        )
     what = [f"score (fusion {fusion_file})" if c == "score" else c for c in result.columns]
     parts = f" in {result.parts} parts of {args.chunk_rows:,} rows" if result.parts > 1 else ""
     print(f"wrote {result.rows:,} rows with {', '.join(what)} to {args.output}{parts}")

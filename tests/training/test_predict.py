@@ -60,7 +60,11 @@ def test_parts_give_the_file_one_pass_gives(run: LoadedRun, tmp_path: Path, suff
     write_table(_events(10, seed=1).drop_columns(["click", "buy"]), source)
     fusion = Fusion("weighted_sum", {"click": 0.3, "buy": 0.7}, {"price": 0.1})
     whole = predict_file(run, source, tmp_path / f"whole{suffix}", fusion=fusion)
-    parts = predict_file(run, source, tmp_path / f"parts{suffix}", fusion=fusion, chunk_rows=3)
+    written: list[int] = []
+    parts = predict_file(
+        run, source, tmp_path / f"parts{suffix}", fusion=fusion, chunk_rows=3, on_part=written.append
+    )
+    assert written == [3, 6, 9, 10]  # rows written so far, after each part
     assert (whole.rows, whole.parts, parts.rows, parts.parts) == (10, 1, 10, 4)
     assert whole.columns == parts.columns == ["pred_click", "pred_buy", "score"]
     if suffix == ".csv":

@@ -9,6 +9,7 @@ the model in eval mode), so the output does not depend on ``chunk_rows``. ``mtlk
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,10 +61,12 @@ def predict_file(
     fusion: Fusion | None = None,
     fusion_source: str = "the fusion",
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    on_part: Callable[[int], None] | None = None,
 ) -> PredictedFile:
     """Write every row of ``source`` to ``output`` (CSV or Parquet, by the name; replaced if it exists) with the
     run's predictions appended, and the fused ``score`` when ``fusion`` is given (its value columns are read from
-    ``source``; ``fusion_source`` names it in messages).
+    ``source``; ``fusion_source`` names it in messages). ``on_part(rows)`` is called after each part is written,
+    with the rows written so far (for a progress display; back to the first part's rows if a CSV read restarts).
 
     Only one part of ``chunk_rows`` rows is in memory at a time. Checked before anything is written: the
     feature columns the run needs, the fusion's value columns over all rows (a first pass reading only them),
@@ -111,6 +114,8 @@ def predict_file(
                     written = written.append_column(column, pa.array(array))
                 writer.write(written)
                 rows, count = rows + part.table.num_rows, count + 1
+                if on_part is not None:
+                    on_part(rows)
             if count == 0:  # the Table's own message for a file without rows
                 Table.from_arrow(
                     header, schema, encoders=run.encoders, origin=parts.origin, require_labels=False
