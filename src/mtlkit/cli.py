@@ -313,11 +313,20 @@ def _data_describe(args: argparse.Namespace) -> int:
         splits = load_dataset(args.name, **params)
         parts = splits.parts()
         title, note = args.name, splits.note
-    summary = {"name": title, "note": note, "parts": {k: t.describe() for k, t in parts.items()}}
+    summary: dict[str, Any] = {
+        "name": title,
+        "note": note,
+        "parts": {k: t.describe() for k, t in parts.items()},
+    }
+    if "train" in parts:  # rows of the other parts equal to a training row
+        from mtlkit.data.overlap import repeated_rows
+
+        others = {k: t for k, t in parts.items() if k != "train"}
+        summary["repeats_train"] = {k: repeated_rows(parts["train"], t) for k, t in others.items()}
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        _print_summary(title, note, parts)
+        _print_summary(title, note, parts, summary.get("repeats_train"))
     return 0
 
 
@@ -390,7 +399,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _print_summary(title: str, note: str, parts: dict[str, Table]) -> None:
+def _print_summary(title: str, note: str, parts: dict[str, Table], repeats: dict[str, int] | None) -> None:
     console = Console()
     console.print(f"[bold]{title}[/bold]: {note}")
     first = next(iter(parts.values()))
@@ -403,6 +412,11 @@ def _print_summary(title: str, note: str, parts: dict[str, Table]) -> None:
         + (f"; group column {schema.group!r}" if schema.group else "")
         + (f"; sample weight {schema.sample_weight!r}" if schema.sample_weight else "")
     )
+    if repeats is not None:
+        counts = ", ".join(
+            f"{k} {n:,} of {len(parts[k]):,} ({n / max(len(parts[k]), 1):.1%})" for k, n in repeats.items()
+        )
+        console.print(f"rows equal to a training row (features and labels, after encoding): {counts}")
     tasks = RichTable(title="tasks")
     for column in ("task", "kind", "label", "part", "labelled", "missing", "rate / mean"):
         tasks.add_column(column, justify="right" if column in ("labelled", "missing") else "left")
