@@ -180,12 +180,12 @@ def train_run(
     from mtlkit.families import create_family
 
     data_splits = build_splits(config)
-    if console is not None:
-        from mtlkit.data.overlap import repeats_note
+    console = console or Console(stderr=True, highlight=False)  # where the trainer's epoch lines go too
+    from mtlkit.data.overlap import repeats_note
 
-        note = repeats_note(data_splits.train, {"valid": data_splits.valid, "test": data_splits.test})
-        if note is not None:
-            console.print(f"note: {note}")
+    note = repeats_note(data_splits.train, {"valid": data_splits.valid, "test": data_splits.test})
+    if note is not None:
+        console.print(f"note: {note}")
     fusion = None
     if config.fusion is not None:  # checked before training, saved with the results
         from mtlkit.fusion import Fusion
