@@ -143,3 +143,15 @@ def test_an_error_of_the_consumer_is_not_retried(tmp_path: Path) -> None:
     with pytest.raises(KeyError, match="mine"):
         read_parts(path, 1, fail)
     assert calls == [1]
+
+
+def test_compressed_csv_parts(tmp_path: Path) -> None:
+    import gzip
+
+    path = tmp_path / "z.csv.gz"
+    path.write_bytes(gzip.compress(b"a,b\n" + b"".join(f"{i},s{i % 3}\n".encode() for i in range(50))))
+    schema, parts = read_parts(path, 20, Collect())
+    assert schema.names == ["a", "b"]
+    whole, _ = read_arrow(path)
+    assert [p.table.num_rows for p in parts] == [20, 20, 10]
+    assert pa.concat_tables([p.table for p in parts]).equals(whole)
