@@ -2,7 +2,7 @@
 
 The public API is flat: ``from mtlkit import Schema, Feature, Task, Table, read_table, load_dataset,
 create_model, create_balancer, Trainer, TrainingOptions, load_config, train_run, load_run,
-predict_file``.
+predict_file, evaluate_file``.
 """
 
 from mtlkit.balancing import create_balancer, list_balancers
@@ -23,6 +23,7 @@ from mtlkit.errors import DataError, MtlkitError, SchemaError
 from mtlkit.models import create_model, list_models
 from mtlkit.schema import Feature, Schema, Task
 from mtlkit.training import Trainer, TrainingOptions
+from mtlkit.training.file_metrics import evaluate_file
 from mtlkit.training.predict import predict_file
 from mtlkit.training.run import load_run, train_run
 
@@ -46,6 +47,7 @@ __all__ = [
     "__version__",
     "create_balancer",
     "create_model",
+    "evaluate_file",
     "infer_schema",
     "list_balancers",
     "list_datasets",

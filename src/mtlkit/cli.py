@@ -82,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run", help="the run folder (with checkpoint.pt)")
     evaluate.add_argument("--data", help="a labelled CSV / Parquet file to evaluate on instead")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    evaluate.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=DEFAULT_CHUNK_ROWS,
+        metavar="N",
+        help="rows of --data read and encoded at a time (the metrics do not depend on it)",
+    )
     evaluate.set_defaults(handler=_evaluate)
 
     predict = commands.add_parser(
@@ -187,11 +194,14 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from mtlkit.training.run import build_splits, evaluate_run, load_run, read_for_run
+    from mtlkit.training.file_metrics import evaluate_file
+    from mtlkit.training.run import build_splits, evaluate_run, load_run
 
+    if args.chunk_rows < 1:
+        raise MtlkitError(f"--chunk-rows must be >= 1, got {args.chunk_rows}")
     run = load_run(args.run)
     if args.data:
-        results = {Path(args.data).name: evaluate_run(run, read_for_run(run, args.data, require_labels=True))}
+        results = {Path(args.data).name: evaluate_file(run, args.data, chunk_rows=args.chunk_rows)}
     else:
         splits = build_splits(run.config)
         results = {"valid": evaluate_run(run, splits.valid), "test": evaluate_run(run, splits.test)}

@@ -373,16 +373,21 @@ class Trainer:
         return SummaryWriter(str(self.out_dir / "tensorboard"))
 
     # ------------------------------------------------------------------------------------------ evaluate
-    @torch.no_grad()
     def evaluate(self, table: Table) -> dict[str, dict[str, float]]:
         """Per-task metrics on ``table`` (labels masked per task), plus ``mean`` over tasks per metric."""
-        self.model.eval()
         metrics = TaskMetrics(self.schema, has_groups=table.groups is not None)
+        self.update_metrics(metrics, table)
+        return metrics.compute()
+
+    @torch.no_grad()
+    def update_metrics(self, metrics: TaskMetrics, table: Table) -> None:
+        """Add the model's logits on ``table`` to ``metrics`` (several tables, e.g. the parts of a file, make one
+        evaluation)."""
+        self.model.eval()
         for batch in table.batches(self.options.eval_batch_size, shuffle=False):
             batch = batch.to(self.device)
             out = self.model(batch)
             metrics.update(out.logits, batch.labels, batch.weights, batch.groups)
-        return metrics.compute()
 
     @torch.no_grad()
     def predict(self, table: Table) -> dict[str, Tensor]:
