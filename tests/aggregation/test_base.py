@@ -80,8 +80,9 @@ def test_gated_jacobian_factors_equal_the_built_matrix(scale: float) -> None:
 @pytest.mark.parametrize(("b", "t", "e", "d"), [(6, 3, 4, 5), (64, 2, 8, 16), (32, 5, 8, 16), (4, 1, 1, 1)])
 def test_gated_jacobian_sign_sums_are_those_of_the_built_matrix(b: int, t: int, e: int, d: int) -> None:
     """sum_t max(g_t, 0) and sum_t min(g_t, 0) from the factors (one batched product of the weights with max(u, 0)
-    and min(u, 0) side by side) equal the sums over the built rows; sizes on both sides of ATen's switch between
-    its naive batched-matmul loop and BLAS (E T 2d = 512 at the second size, 1,280 at the third)."""
+    and min(u, 0) side by side, or from E T d = 400 up one product each) equal the sums over the built rows; sizes
+    on both sides of ATen's switch between its naive batched-matmul loop and BLAS (E T d = 256 at the second
+    size: joined, 640 at the third: two products)."""
     g = torch.Generator().manual_seed(b + t)
     weights = torch.softmax(torch.randn(b, t, e, generator=g), dim=2)
     upstream = torch.randn(b, t, d, generator=g)
