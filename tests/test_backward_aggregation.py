@@ -329,14 +329,37 @@ def test_representation_mode_aggregates_inside_one_backward_where_the_mix_is_a_m
     model_name: str, detach: bool, method: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The single-backward path is taken exactly where the mix's node reads the gates and Output.shared directly,
-    no loss reaches two towers and the method is a weighting of the task gradients (not GradDrop); elsewhere the
+    no loss reaches two towers, and the method is a weighting of the task gradients or (GradDrop) the node's
+    product for Output.shared, which the direction replaces, takes ATen's BLAS path (E T d >= 400); elsewhere the
     engine differentiates in two steps."""
     from mtlkit import backward as engine
 
     taken = _results(monkeypatch, engine, "_backward_through_mix")
     torch.manual_seed(0)
-    _representation_grads(create_model(model_name, SCHEMA, detach_dependency=detach), method, with_mix=True)
-    assert len(taken) == (1 if detach and model_name != "omoe" and method != "graddrop" else 0)
+    model = create_model(model_name, SCHEMA, detach_dependency=detach)
+    mix = model.compute(*_batch()[:2]).mix
+    assert mix is not None
+    blas = mix.weights.shape[1] * mix.weights.shape[2] * mix.inputs.shape[-1] >= 400
+    _representation_grads(model, method, with_mix=True)
+    assert len(taken) == (1 if detach and model_name != "omoe" and (method != "graddrop" or blas) else 0)
+
+
+@pytest.mark.parametrize(("experts", "width", "hooks"), [(2, 4, False), (8, 32, True)])
+def test_graddrop_aggregates_in_one_backward_only_where_the_product_is_blas(
+    experts: int, width: int, hooks: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GradDrop's direction replaces the plain sum the mix's node forms for Output.shared: inside the one backward
+    where that product is a BLAS one (8 experts x 3 tasks x 32 = 768 multiply-adds per row), else (2 x 3 x 4 = 24)
+    after a backward through the towers; the gradients are the generic path's either way (the same draws)."""
+    from mtlkit import backward as engine
+
+    taken = _results(monkeypatch, engine, "_backward_through_mix")
+    torch.manual_seed(0)
+    model = create_model("mmoe", SCHEMA, num_experts=experts, expert_sizes=[width], tower_sizes=[4])
+    via_mix = _representation_grads(model, "graddrop", with_mix=True)
+    generic = _representation_grads(model, "graddrop", with_mix=False)
+    assert len(taken) == (1 if hooks else 0)
+    _assert_same_grads(via_mix, generic)
 
 
 @pytest.mark.parametrize(
