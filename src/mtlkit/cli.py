@@ -2,7 +2,7 @@
 
     mtlkit train CONFIG [--out DIR] [--set key.path=value ...] [--resume | --overwrite]
     mtlkit evaluate DIR [--data FILE]
-    mtlkit predict DIR INPUT OUTPUT [--fusion FILE] [--chunk-rows N] [--overwrite]
+    mtlkit predict DIR INPUT OUTPUT [--fusion FILE] [--keep COLUMNS] [--chunk-rows N] [--overwrite]
     mtlkit data list
     mtlkit data describe NAME [--set key=value ...] [--data-dir DIR] [--json]
     mtlkit data describe FILE.csv|FILE.parquet --label COLUMN [--label ...] [--json]
@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="a fusion JSON (see 'mtlkit fusion search') to fuse the predictions into a score column with, "
         "instead of the run's fusion.json; value columns such as price are read from INPUT",
+    )
+    predict.add_argument(
+        "--keep",
+        metavar="COLUMNS",
+        help="comma-separated input columns to write out before the predictions (e.g. id,request_id); "
+        "default: every input column",
     )
     predict.add_argument(
         "--chunk-rows",
@@ -252,6 +258,7 @@ def _predict(args: argparse.Namespace) -> int:
             fusion_source=str(fusion_file),
             chunk_rows=args.chunk_rows,
             on_part=lambda done: progress.update(rows, completed=done),
+            keep=None if args.keep is None else [c.strip() for c in args.keep.split(",") if c.strip()],
         )
     what = [f"score (fusion {fusion_file})" if c == "score" else c for c in result.columns]
     parts = f" in {result.parts} parts of {args.chunk_rows:,} rows" if result.parts > 1 else ""

@@ -197,3 +197,43 @@ def test_origin_part_names_the_rows_it_holds() -> None:
     assert part.source == "f.csv (rows 1,000,001-1,000,500)"
     assert part.where(0) == "row 1000001 (line 1000002) of f.csv (rows 1,000,001-1,000,500)"
     assert Origin("f.parquet").part(3, 3, 9).where(2) == "row 6 of f.parquet (rows 4-6)"
+
+
+def test_keep_writes_only_the_named_input_columns(run: LoadedRun, tmp_path: Path) -> None:
+    source = tmp_path / "new.parquet"
+    write_table(_events(12, seed=4), source)  # with id and labels, which the output leaves out
+    fusion = Fusion("weighted_sum", {"click": 0.5, "buy": 0.5}, {"price": 0.2})
+    whole = tmp_path / "whole.parquet"
+    predict_file(run, source, whole, fusion=fusion)
+    slim = tmp_path / "slim.parquet"
+    result = predict_file(run, source, slim, fusion=fusion, keep=["id", "id"], chunk_rows=5)
+    assert result.parts == 3
+    table = pq.read_table(slim)
+    assert table.column_names == ["id", "pred_click", "pred_buy", "score"]  # price is read, not written
+    assert table.equals(pq.read_table(whole).select(table.column_names))
+    only = predict_file(run, source, tmp_path / "only.csv", keep=[])
+    assert pacsv.read_csv(tmp_path / "only.csv").column_names == only.columns == ["pred_click", "pred_buy"]
+
+
+def test_keep_names_columns_of_the_file(
+    run: LoadedRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "new.csv"
+    pacsv.write_csv(_events(4, seed=5).append_column("pred_buy", pa.array([0.0] * 4)), source)
+    with pytest.raises(
+        MtlkitError, match=r"new.csv has no column 'idd' \(did you mean 'id'\?\), which keep names"
+    ):
+        predict_file(run, source, tmp_path / "o.csv", keep=["idd"])
+    with pytest.raises(
+        MtlkitError, match=r"already has the column\(s\) 'pred_buy'.*or leave them out of keep"
+    ):
+        predict_file(run, source, tmp_path / "o.csv", keep=["id", "pred_buy"])
+    predict_file(run, source, tmp_path / "o.csv", keep=["id"])  # its own pred_buy is not written: no clash
+    no_user = tmp_path / "no_user.csv"
+    pacsv.write_csv(_events(4, seed=5).drop_columns(["user"]), no_user)
+    with pytest.raises(MtlkitError, match=r"(?s)lacks 1 column.*'user', needed by feature 'user'"):
+        predict_file(run, no_user, tmp_path / "o2.csv", keep=["id"])
+    out = tmp_path / "cli.csv"
+    assert main(["predict", str(run.out_dir), str(source), str(out), "--keep", "id, price"]) == 0
+    assert pacsv.read_csv(out).column_names == ["id", "price", "pred_click", "pred_buy"]
+    assert "with pred_click, pred_buy" in capsys.readouterr().out

@@ -9,14 +9,14 @@ the model in eval mode), so the output does not depend on ``chunk_rows``. ``mtlk
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from mtlkit.data.columns import require_columns
+from mtlkit.data.columns import Origin, require_columns
 from mtlkit.data.readers import Parts, TableWriter, available_columns, read_parts
 from mtlkit.data.table import COLUMN_HINT, Table, needed_columns
 from mtlkit.errors import MtlkitError, did_you_mean, listing
@@ -62,11 +62,14 @@ def predict_file(
     fusion_source: str = "the fusion",
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     on_part: Callable[[int], None] | None = None,
+    keep: Sequence[str] | None = None,
 ) -> PredictedFile:
     """Write every row of ``source`` to ``output`` (CSV or Parquet, by the name; replaced if it exists) with the
     run's predictions appended, and the fused ``score`` when ``fusion`` is given (its value columns are read from
     ``source``; ``fusion_source`` names it in messages). ``on_part(rows)`` is called after each part is written,
     with the rows written so far (for a progress display; back to the first part's rows if a CSV read restarts).
+    ``keep`` names the input columns written out (in that order, before the predictions; e.g. only the ids), and
+    only those and the columns the run and the fusion read are read; None writes every input column.
 
     Only one part of ``chunk_rows`` rows is in memory at a time. Checked before anything is written: the
     feature columns the run needs, the fusion's value columns over all rows (a first pass reading only them),
@@ -79,6 +82,13 @@ def predict_file(
         raise MtlkitError(f"chunk_rows must be an integer >= 1, got {chunk_rows!r}")
     name = str(source)
     schema = run.data_schema
+    kept = _kept_columns(source, keep, name)
+    reads = None
+    if kept is not None:  # the kept columns, the features and the fusion's values: nothing else is read
+        needed = needed_columns(schema, require_labels=False)
+        header = pa.table({c: pa.array([], pa.null()) for c in available_columns(source)})
+        require_columns(header, needed, Origin(name), hint=COLUMN_HINT)
+        reads = [*kept, *needed, *(fusion.value_columns if fusion is not None else ())]
     if fusion is not None and fusion.value_columns:  # every row's values, before anything is predicted
 
         def check(parts: Parts) -> None:
@@ -108,8 +118,9 @@ def predict_file(
                     columns["score"] = fusion(predictions, values).numpy()
                 if not added:
                     added = list(columns)
-                    _check_free(header, added, name, fusion is not None)
-                written = part.table
+                    out_columns = kept if kept is not None else header.column_names
+                    _check_free(out_columns, added, name, fusion is not None, kept is not None)
+                written = part.table if kept is None else part.table.select(kept)
                 for column, array in columns.items():
                     written = written.append_column(column, pa.array(array))
                 writer.write(written)
@@ -122,7 +133,23 @@ def predict_file(
                 )
         return PredictedFile(Path(output), rows, added, count)
 
-    return read_parts(source, chunk_rows, predict)
+    return read_parts(source, chunk_rows, predict, columns=reads)
+
+
+def _kept_columns(source: str | Path, keep: Sequence[str] | None, name: str) -> list[str] | None:
+    """``keep`` without repeats, each a column of the file (an MtlkitError naming one that is not)."""
+    if keep is None:
+        return None
+    if isinstance(keep, str):
+        raise MtlkitError(f"keep must be a list of column names, got the string {keep!r}")
+    columns = available_columns(source)
+    for column in keep:
+        if column not in columns:
+            raise MtlkitError(
+                f"{name} has no column {column!r}{did_you_mean(column, columns)}, which keep names; its columns "
+                f"are {listing(columns, limit=30)}"
+            )
+    return list(dict.fromkeys(keep))
 
 
 def _require_value_columns(source: str | Path, fusion: Fusion, name: str) -> None:
@@ -140,12 +167,13 @@ def _check_fusion_tasks(fusion: Fusion, predictions: dict[str, Tensor], fusion_s
         )
 
 
-def _check_free(raw: pa.Table, added: list[str], source: str, fused: bool) -> None:
-    taken = [c for c in added if c in raw.column_names]
+def _check_free(written: list[str], added: list[str], source: str, fused: bool, kept: bool) -> None:
+    taken = [c for c in added if c in written]
     if taken:
         raise MtlkitError(
             f"{source} already has the column(s) {listing(taken)}, which predict adds (the predictions"
             f"{' and the fused score' if fused else ''}); rename or drop them in the file"
+            + (", or leave them out of keep" if kept else "")
         )
 
 
