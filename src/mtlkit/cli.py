@@ -134,17 +134,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     describe = data_commands.add_parser(
         "describe",
-        help="rows, features, tasks, label rates and missing labels of a data set or file",
-        description="Describe a registered data set (see 'mtlkit data list') or a CSV / Parquet file.",
+        help="rows, features, tasks, label rates and missing labels of a data set, a file or a run's data",
+        description="Describe a registered data set (see 'mtlkit data list'), a CSV / Parquet file, or the "
+        "train / valid / test data a run configuration (*.yaml) names.",
     )
-    describe.add_argument("name", help="a data set name, or the path of a CSV / Parquet file")
+    describe.add_argument(
+        "name", help="a data set name, the path of a CSV / Parquet file, or a run configuration (*.yaml)"
+    )
     describe.add_argument(
         "--set",
         dest="params",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a data set parameter, e.g. --set correlation=0.9 --set tasks=3 (repeatable)",
+        help="a data set parameter, e.g. --set correlation=0.9 --set tasks=3, or for a configuration a key "
+        "path, e.g. --set data.valid=v.csv (repeatable)",
     )
     describe.add_argument(
         "--data-dir", help="root data folder (default: $MTLKIT_DATA_DIR, else ~/.cache/mtlkit)"
@@ -311,7 +315,16 @@ def _is_file_argument(name: str) -> bool:
 
 
 def _data_describe(args: argparse.Namespace) -> int:
-    if _is_file_argument(args.name):
+    if args.name.lower().endswith((".yaml", ".yml")):
+        if args.label or args.data_dir:
+            raise MtlkitError(
+                "--label and --data-dir are for files and data sets; a configuration names its data"
+            )
+        from mtlkit.training.run import build_splits, load_config
+
+        splits = build_splits(load_config(args.name, args.params))
+        parts, title, note = splits.parts(), args.name, splits.note
+    elif _is_file_argument(args.name):
         if args.params or args.data_dir:
             raise MtlkitError("--set and --data-dir are for registered data sets, not files")
         schema_out = sys.stderr if args.json else sys.stdout

@@ -123,3 +123,26 @@ def test_hashes_do_not_depend_on_the_block_of_rows(monkeypatch: pytest.MonkeyPat
     whole = row_hashes(table)
     monkeypatch.setattr(overlap, "_BLOCK_WORDS", 7 * 5)  # blocks of 7 rows of 5 words
     assert torch.equal(row_hashes(table), whole)
+
+
+def test_describe_a_run_configurations_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`mtlkit data describe CONFIG.yaml` describes the train / valid / test data the configuration names, with
+    --set as configuration overrides."""
+    rng = np.random.default_rng(2)
+    lines = ["u,x,y"] + [f"u{rng.integers(0, 5)},{rng.normal():.3f},{rng.integers(0, 2)}" for _ in range(100)]
+    (tmp_path / "train.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "valid.csv").write_text("\n".join(lines[:1] + lines[1:11] + ["u1,9.5,1"]) + "\n")
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"data: {{train: {tmp_path / 'train.csv'}, valid: {tmp_path / 'valid.csv'}, labels: [y]}}\n"
+        "model: {name: shared_bottom}\n"
+    )
+    assert main(["data", "describe", str(config), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    rows = {part: info["rows"] for part, info in summary["parts"].items()}
+    assert rows == {"train": 90, "valid": 11, "test": 10}  # test carved out of train by data.split
+    assert 5 <= summary["repeats_train"]["valid"] <= 10  # 10 copied rows, a few of them carved into test
+    assert main(["data", "describe", str(config), "--json", "--set", "data.split=[0.5, 0.5]"]) == 0
+    assert json.loads(capsys.readouterr().out)["parts"]["train"]["rows"] == 50
+    assert main(["data", "describe", str(config), "--label", "y"]) == 2
+    assert "a configuration names its data" in capsys.readouterr().err
