@@ -502,3 +502,24 @@ def test_the_walk_beside_output_shared_follows_other_outputs_of_its_node() -> No
     # the split's other output reaches ``behind`` without passing through ``shared``
     both = {id(x) for x in _leaves((shared * gate + other).grad_fn, shared.grad_fn, shared.output_nr)}
     assert both == {id(gate), id(behind)}
+
+
+def test_parameter_mode_sees_a_parameter_frozen_after_a_step() -> None:
+    """The engine keeps each model's split into shared and private parameters between steps and finds it again
+    when which parameters are trainable changes: a shared parameter frozen after a step gets no gradient, a
+    private one frozen gets none either, and the rest equal those of a model never stepped through the engine."""
+    torch.manual_seed(0)
+    model = create_model("mmoe", SCHEMA)
+    _representation_grads(model, "mgda", with_mix=True, mode="parameter")  # the split is cached
+    frozen = ["experts.biases.0", "towers.towers.click.0.0.bias"]
+    params = dict(model.named_parameters())
+    for name in frozen:
+        params[name].requires_grad_(False)
+    grads = _representation_grads(model, "mgda", with_mix=True, mode="parameter")
+    assert set(frozen).isdisjoint(grads)
+    assert "experts.weights.0" in grads
+    fresh = create_model("mmoe", SCHEMA)
+    fresh.load_state_dict(model.state_dict())
+    for name, p in fresh.named_parameters():
+        p.requires_grad_(name not in frozen)
+    _assert_same_grads(grads, _representation_grads(fresh, "mgda", with_mix=True, mode="parameter"))
