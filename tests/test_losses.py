@@ -536,3 +536,78 @@ def test_loss_overrides_are_checked() -> None:
         LossSet(_schema(Task("time", "regression")), overrides={"time": PairwiseLogistic()})
     with pytest.raises(ValueError, match=r"sigma must be > 0, got -1\.0"):
         PairwiseLogistic(sigma=-1.0)
+
+
+def _one_by_one(schema: Schema, logits: dict[str, torch.Tensor], labels: torch.Tensor, weights, losses):
+    """Each task's L_j from a one-task schema: what task_losses gives without computing tasks together."""
+    out = []
+    for j, task in enumerate(schema.tasks):
+        single = Schema(schema.features, (task,))
+        out.append(
+            task_losses(single, {task.name: logits[task.name]}, labels[:, j : j + 1], weights, losses)[0]
+        )
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_tasks_sharing_an_elementwise_loss_are_computed_together_with_the_same_values_and_gradients(
+    weighted: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tasks whose losses are the same elementwise loss (class and hyperparameters) are computed on stacked
+    logits; values and gradients equal the one-task-at-a-time computation, with missing labels, a task without
+    any label, groups of non-adjacent tasks, and tasks left alone (another focal gamma, a multiclass task)."""
+    from mtlkit.losses import LossSet
+
+    tasks = (
+        Task("a"), Task("r1", "regression"), Task("b"), Task("f", loss="focal"),
+        Task("c"), Task("r2", "regression"), Task("m", "multiclass", num_classes=3), Task("g", loss="focal"),
+    )  # fmt: skip
+    schema = Schema((Feature("x", "numeric"),), tasks)
+    params = {"g": {"gamma": 1.0}}  # f and g: focal with other hyperparameters, not together
+    losses = dict(LossSet(schema, params).losses.items())
+    gen = torch.Generator().manual_seed(0)
+    rows = 64
+    labels = torch.rand(rows, len(tasks), generator=gen).round()
+    labels[:, 1] = torch.randn(rows, generator=gen)
+    labels[:, 5] = torch.randn(rows, generator=gen)
+    labels[:, 6] = torch.randint(0, 3, (rows,), generator=gen).float()
+    labels[torch.rand(rows, len(tasks), generator=gen) < 0.3] = math.nan
+    labels[:, 2] = math.nan  # task b: no label at all -> 0
+    weights = torch.rand(rows, generator=gen) if weighted else None
+    logits = {
+        t.name: torch.randn((rows, 3) if t.kind == "multiclass" else (rows,), generator=gen).requires_grad_()
+        for t in tasks
+    }
+    from mtlkit import losses as module
+
+    groups: list[list[int]] = []
+    computed = module._masked_means
+    monkeypatch.setattr(
+        module, "_masked_means", lambda fn, *args: (groups.append(list(args[-1])), computed(fn, *args))[1]
+    )
+    together = task_losses(schema, logits, labels, weights, losses)
+    assert groups == [[0, 2, 4], [1, 5]]  # the BCE tasks, the MSE tasks; focal f and g differ in gamma
+    alone = _one_by_one(schema, logits, labels, weights, losses)
+    torch.testing.assert_close(together, alone, rtol=1e-6, atol=1e-7)
+    assert together[2] == 0.0
+    mix = torch.linspace(0.5, 2.0, len(tasks))
+    grads = torch.autograd.grad((together * mix).sum(), list(logits.values()))
+    expected = torch.autograd.grad((alone * mix).sum(), list(logits.values()))
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-8)
+
+
+def test_one_loss_for_every_task_gives_batched_per_task_gradients() -> None:
+    """With every task on the same loss the [T] vector comes from one computation; the engine's batched
+    vector-Jacobian products (is_grads_batched) through it equal one backward per task."""
+    schema = Schema((Feature("x", "numeric"),), tuple(Task(n) for n in "abcde"))
+    gen = torch.Generator().manual_seed(1)
+    labels = torch.rand(32, 5, generator=gen).round()
+    labels[torch.rand(32, 5, generator=gen) < 0.2] = math.nan
+    z = torch.randn(32, generator=gen).requires_grad_()
+    logits = {n: z * (k + 1) for k, n in enumerate("abcde")}
+    values = task_losses(schema, logits, labels)
+    rows = torch.autograd.grad(values, z, torch.eye(5), is_grads_batched=True, retain_graph=True)[0]
+    for k in range(5):
+        (one,) = torch.autograd.grad(values[k], z, retain_graph=True)
+        torch.testing.assert_close(rows[k], one)
