@@ -56,7 +56,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.graph import Node
 
-from mtlkit.aggregation.base import GatedJacobian, GradientAggregator
+from mtlkit.aggregation.base import BMM_NAIVE_LIMIT, GatedJacobian, GradientAggregator
 from mtlkit.errors import MtlkitError
 from mtlkit.weighting.base import LossWeighting
 
@@ -191,6 +191,11 @@ class _Beyond:
 _BEYOND: weakref.WeakKeyDictionary[nn.Module, _Beyond] = weakref.WeakKeyDictionary()
 
 
+def _trainable(parameters: tuple[nn.Parameter, ...]) -> tuple[bool, ...]:
+    """Which of ``parameters`` are trainable: the engine's per-model records are redone when this changes."""
+    return tuple(p.requires_grad for p in parameters)
+
+
 def _leaves(root: Node | None, stop: Node | None, output: int | None = None) -> set[Tensor]:
     """The leaf tensors (AccumulateGrad variables) of the graph below ``root``, not descending below ``stop``
     (below its ``output``-th output only, when given: an edge into another of its outputs is followed)."""
@@ -215,14 +220,14 @@ def _beyond_mix(model: nn.Module, total: Tensor, mix: GatedMix) -> tuple[Tensor,
     taken apart from the rest). Found by walking the graph once per model, again when which of its parameters
     are trainable changes: the architecture fixes it (a model must not gain parameters after its first step)."""
     cached = _BEYOND.get(model)
-    if cached is not None and tuple(p.requires_grad for p in cached.parameters) == cached.trainable:
+    if cached is not None and _trainable(cached.parameters) == cached.trainable:
         return cached.leaves
     stop = mix.inputs.grad_fn
     beyond = _leaves(total.grad_fn, stop)
     behind = {id(x) for x in _leaves(stop, None)}
     leaves = None if any(id(x) in behind for x in beyond) else tuple(beyond)
     parameters = tuple(model.parameters())
-    _BEYOND[model] = _Beyond(parameters, tuple(p.requires_grad for p in parameters), leaves)
+    _BEYOND[model] = _Beyond(parameters, _trainable(parameters), leaves)
     return leaves
 
 
@@ -245,15 +250,13 @@ def _parameter_split(model: nn.Module) -> tuple[list[Tensor], list[Tensor], set[
     and again when which of its parameters are trainable changes, as the leaves beyond a mix are: walking the
     module tree for them took 0.28 ms of a 2.3 ms step at the MMoE paper's size."""
     cached = _SPLITS.get(model)
-    if cached is not None and tuple(p.requires_grad for p in cached.parameters) == cached.trainable:
+    if cached is not None and _trainable(cached.parameters) == cached.trainable:
         return cached.shared, cached.private, cached.shared_ids
     shared: list[Tensor] = list(model.shared_parameters())  # type: ignore[operator]
     shared_ids = {id(p) for p in shared}
     parameters = tuple(model.parameters())
     private: list[Tensor] = [p for p in parameters if p.requires_grad and id(p) not in shared_ids]
-    _SPLITS[model] = _Split(
-        parameters, tuple(p.requires_grad for p in parameters), shared, private, shared_ids
-    )
+    _SPLITS[model] = _Split(parameters, _trainable(parameters), shared, private, shared_ids)
     return shared, private, shared_ids
 
 
@@ -464,7 +467,7 @@ def _hooks_pay(aggregator: GradientAggregator, mix: GatedMix | None) -> bool:
     if mix is None:
         return False
     _, t, e = mix.weights.shape
-    return e * t * mix.inputs.shape[-1] >= 400
+    return e * t * mix.inputs.shape[-1] >= BMM_NAIVE_LIMIT
 
 
 def _mix_node(
@@ -496,7 +499,8 @@ def _backward_through_mix(
     c_t times the plain one, is divided back by c_t after it runs: no product is formed twice. Otherwise (a
     weight near 0, as MGDA's often are) the direction is formed from the factors and replaces the plain sum the
     node hands ``Output.shared``, as the direction of a coordinate-wise method (GradDrop) always does (see
-    :func:`_hooks_pay` for when those come here). A penalty is differentiated afterwards, without the hooks (its gradient is never aggregated)."""
+    :func:`_hooks_pay` for when those come here). A penalty is differentiated afterwards, without the hooks (its
+    gradient is never aggregated)."""
     found: dict[str, Tensor] = {}
 
     def aggregate(grad_outputs: tuple[Tensor | None, ...]) -> tuple[Tensor, ...] | None:

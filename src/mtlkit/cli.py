@@ -349,10 +349,10 @@ def _data_describe(args: argparse.Namespace) -> int:
         "parts": {k: t.describe() for k, t in parts.items()},
     }
     if "train" in parts:  # rows of the other parts equal to a training row
-        from mtlkit.data.overlap import repeated_rows
+        from mtlkit.data.overlap import repeat_counts
 
         others = {k: t for k, t in parts.items() if k != "train"}
-        summary["repeats_train"] = {k: repeated_rows(parts["train"], t) for k, t in others.items()}
+        summary["repeats_train"] = repeat_counts(parts["train"], others)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -443,10 +443,10 @@ def _print_summary(title: str, note: str, parts: dict[str, Table], repeats: dict
         + (f"; sample weight {schema.sample_weight!r}" if schema.sample_weight else "")
     )
     if repeats is not None:
-        counts = ", ".join(
-            f"{k} {n:,} of {len(parts[k]):,} ({n / max(len(parts[k]), 1):.1%})" for k, n in repeats.items()
-        )
-        console.print(f"rows equal to a training row (features and labels, after encoding): {counts}")
+        from mtlkit.data.overlap import repeats_text
+
+        text = repeats_text(repeats, parts)
+        console.print(f"rows equal to a training row (features and labels, after encoding): {text}")
     tasks = RichTable(title="tasks")
     for column in ("task", "kind", "label", "part", "labelled", "missing", "rate / mean"):
         tasks.add_column(column, justify="right" if column in ("labelled", "missing") else "left")

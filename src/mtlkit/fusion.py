@@ -1002,6 +1002,16 @@ def task_aucs(data: FusionData) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------------------ files
+def require_value_columns(names: Sequence[str], columns: Sequence[str], source: str) -> None:
+    """An MtlkitError naming the first of a fusion's value ``columns`` missing from a file's column ``names``."""
+    for column in columns:
+        if column not in names:
+            raise MtlkitError(
+                f"{source} has no column {column!r}{did_you_mean(column, names)}, which the fusion reads as a value "
+                f"column; add it to the file, or pass --fusion with a fusion that does not use it"
+            )
+
+
 def value_columns_from_arrow(raw: pa.Table, columns: tuple[str, ...], source: str) -> dict[str, Tensor]:
     """The value columns a fusion reads, from the rows of an input file, as float64 tensors (NaN where empty).
 
@@ -1011,13 +1021,8 @@ def value_columns_from_arrow(raw: pa.Table, columns: tuple[str, ...], source: st
     import pyarrow.compute as pc
 
     out: dict[str, Tensor] = {}
-    names = raw.column_names
+    require_value_columns(raw.column_names, columns, source)
     for column in columns:
-        if column not in names:
-            raise MtlkitError(
-                f"{source} has no column {column!r}{did_you_mean(column, names)}, which the fusion reads as a value "
-                f"column; add it to the file, or pass --fusion with a fusion that does not use it"
-            )
         try:
             numbers = pc.cast(raw.column(column), pa.float64())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -1044,6 +1049,7 @@ __all__ = [
     "evaluate_fusion",
     "fusion_kind",
     "parse_target",
+    "require_value_columns",
     "search_fusion",
     "simplex_grid",
     "task_aucs",

@@ -28,7 +28,7 @@ import abc
 import inspect
 import math
 from collections.abc import Callable, Mapping
-from functools import reduce
+from functools import partial, reduce
 from typing import Any, ClassVar, get_args
 
 import torch
@@ -493,22 +493,7 @@ def task_losses(
                 raise ValueError(f"groups must be [B] = [{labels.shape[0]}], got {_shape(groups)}")
             parts[j] = fn.grouped_loss(z, y, weights, groups)
             continue
-        labelled = ~torch.isnan(y)
-        # The loss only ever sees a sanitised label: NaN never enters the graph, so it cannot reach gradients.
-        per_row = fn(z, torch.where(labelled, y, torch.zeros_like(y)))
-        # masks by multiplication, not torch.where: where's backward has no batching rule in the vmap behind
-        # is_grads_batched, which would turn the engine's batched per-task gradients into a loop. Finite logits
-        # give finite per-row losses on the sanitised labels, so the unlabelled rows contribute exactly 0.
-        per_row = per_row * labelled.to(per_row.dtype)
-        w = (
-            labelled.to(per_row.dtype)
-            if weights is None
-            else torch.where(labelled, weights, 0).to(per_row.dtype)
-        )
-        total = w.sum()
-        nonzero = total > 0
-        mean = (w * per_row).sum() / torch.where(nonzero, total, torch.ones_like(total))
-        parts[j] = mean  # no labelled row: 0 / 1 = 0 exactly
+        parts[j] = _masked_mean(partial(fn, z), y, weights)
     ordered = [parts[j] for j in range(n_tasks)]
     dtype = reduce(torch.promote_types, (p.dtype for p in ordered))
     return torch.stack([p.to(dtype) for p in ordered])
@@ -545,14 +530,26 @@ def _masked_means(
     z = torch.stack([logits[schema.tasks[j].name] for j in columns], dim=1)  # [B, k]
     contiguous = columns == list(range(columns[0], columns[-1] + 1))
     y = labels[:, columns[0] : columns[-1] + 1] if contiguous else labels[:, columns]
+    return _masked_mean(lambda target: fn.per_row(z, target.to(z.dtype)), y, weights)
+
+
+def _masked_mean(per_row_of: Callable[[Tensor], Tensor], y: Tensor, weights: Tensor | None) -> Tensor:
+    """``sum_i m_i w_i l_i / sum_i m_i w_i`` over the rows of labels ``y`` ([B]: a scalar; [B, k]: one per
+    column), m_i = 1 where the label is not NaN, l = ``per_row_of(labels)``; 0 where no row is labelled.
+
+    The loss only ever sees a sanitised label: NaN never enters the graph, so it cannot reach gradients. The mask
+    is a multiplication, not torch.where: where's backward has no batching rule in the vmap behind
+    is_grads_batched, which would turn the engine's batched per-task gradients into a loop. Finite logits give
+    finite per-row losses on the sanitised labels, so the unlabelled rows contribute exactly 0.
+    """
     labelled = ~torch.isnan(y)
-    per_row = fn.per_row(z, torch.where(labelled, y, torch.zeros_like(y)).to(z.dtype))
-    # masks by multiplication, as the per-task path does (see there)
+    per_row = per_row_of(torch.where(labelled, y, torch.zeros_like(y)))
     per_row = per_row * labelled.to(per_row.dtype)
+    row_weights = weights if weights is None or y.dim() == 1 else weights.unsqueeze(1)
     w = (
         labelled.to(per_row.dtype)
-        if weights is None
-        else torch.where(labelled, weights.unsqueeze(1), 0).to(per_row.dtype)
+        if row_weights is None
+        else torch.where(labelled, row_weights, 0).to(per_row.dtype)
     )
     total = w.sum(0)
     return (w * per_row).sum(0) / torch.where(total > 0, total, torch.ones_like(total))

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mtlkit.data import readers
+from mtlkit.data.columns import GroupIds
 from mtlkit.data.readers import Part, Parts, read_arrow, read_parts
 from mtlkit.errors import DataError
 
@@ -155,3 +156,12 @@ def test_compressed_csv_parts(tmp_path: Path) -> None:
     whole, _ = read_arrow(path)
     assert [p.table.num_rows for p in parts] == [20, 20, 10]
     assert pa.concat_tables([p.table for p in parts]).equals(whole)
+
+
+def test_group_ids_are_one_numbering_across_parts() -> None:
+    ids = GroupIds()
+    first = ids(pa.array(["a", "b", None, "a"]))
+    second = ids(pa.chunked_array([["c", "a"], [None, "b"]]))
+    assert first.tolist() == [0, 1, -1, 0]
+    assert second.tolist() == [2, 0, -1, 1]
+    assert ids(pa.array([None, None], pa.string())).tolist() == [-1, -1]

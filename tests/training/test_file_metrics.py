@@ -14,7 +14,7 @@ from mtlkit.cli import main
 from mtlkit.config import RunConfig
 from mtlkit.data.readers import write_table
 from mtlkit.errors import MtlkitError
-from mtlkit.training.file_metrics import GroupIds, evaluate_file
+from mtlkit.training.file_metrics import evaluate_file
 from mtlkit.training.run import LoadedRun, load_run, train_run
 
 
@@ -83,15 +83,6 @@ def test_parts_give_the_metrics_of_the_whole_file(run: LoadedRun, tmp_path: Path
                     task,
                     metric,
                 )
-
-
-def test_group_ids_are_one_numbering_across_parts() -> None:
-    ids = GroupIds()
-    first = ids(pa.array(["a", "b", None, "a"]))
-    second = ids(pa.chunked_array([["c", "a"], [None, "b"]]))
-    assert first.tolist() == [0, 1, -1, 0]
-    assert second.tolist() == [2, 0, -1, 1]
-    assert ids(pa.array([None, None], pa.string())).tolist() == [-1, -1]
 
 
 def test_cli_evaluate_data_reads_in_parts(

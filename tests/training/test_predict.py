@@ -127,6 +127,8 @@ def test_fusion_values_are_checked_over_the_whole_file_first(run: LoadedRun, tmp
     with pytest.raises(MtlkitError, match=rf"'price' has 1 negative values \({first}\)"):
         predict_file(run, source, tmp_path / "o.csv", fusion=fusion, chunk_rows=2)
     assert not (tmp_path / "o.csv").exists()
+    with pytest.raises(MtlkitError, match=r"neg.csv has no column 'cost', which the fusion reads as a value"):
+        predict_file(run, source, tmp_path / "o.csv", fusion=Fusion("product", {"click": 1.0}, {"cost": 1.0}))
     with pytest.raises(MtlkitError, match="fuses task 'clik'"):
         predict_file(run, source, tmp_path / "o.csv", fusion=Fusion("weighted_sum", {"clik": 1.0}))
 
@@ -192,11 +194,11 @@ def test_table_writer_appends_and_is_atomic(tmp_path: Path) -> None:
 
 def test_origin_part_names_the_rows_it_holds() -> None:
     origin = Origin("f.csv", first_line=2)
-    assert origin.part(0, 10, 10) is origin
-    part = origin.part(1_000_000, 500, 2_000_000)
+    assert origin.part(0, 10).where(9) == "row 10 (line 11) of f.csv (rows 1-10)"
+    part = origin.part(1_000_000, 500)
     assert part.source == "f.csv (rows 1,000,001-1,000,500)"
     assert part.where(0) == "row 1000001 (line 1000002) of f.csv (rows 1,000,001-1,000,500)"
-    assert Origin("f.parquet").part(3, 3, 9).where(2) == "row 6 of f.parquet (rows 4-6)"
+    assert Origin("f.parquet").part(3, 3).where(2) == "row 6 of f.parquet (rows 4-6)"
 
 
 def test_keep_writes_only_the_named_input_columns(run: LoadedRun, tmp_path: Path) -> None:
@@ -221,7 +223,7 @@ def test_keep_names_columns_of_the_file(
     source = tmp_path / "new.csv"
     pacsv.write_csv(_events(4, seed=5).append_column("pred_buy", pa.array([0.0] * 4)), source)
     with pytest.raises(
-        MtlkitError, match=r"new.csv has no column 'idd' \(did you mean 'id'\?\), which keep names"
+        MtlkitError, match=r"(?s)new.csv lacks 1 column.*'idd', needed by keep \(did you mean 'id'\?\)"
     ):
         predict_file(run, source, tmp_path / "o.csv", keep=["idd"])
     with pytest.raises(

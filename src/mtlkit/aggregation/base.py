@@ -43,7 +43,7 @@ MODES = ("parameter", "representation")
 GRAM_CHUNK = 4096
 
 #: ATen's CPU bmm runs a scalar loop when m * n * k is below this (LinearAlgebra.cpp).
-_BMM_NAIVE_LIMIT = 400
+BMM_NAIVE_LIMIT = 400
 
 
 def _row_products(rows: Tensor) -> Tensor:
@@ -230,7 +230,7 @@ class GatedJacobian:
         1.6% at T = 3, where E T d = 384 stays joined: that is noise)."""
         b, t, e = self.weights.shape
         d = self.upstream.shape[2]
-        if e * t * d >= _BMM_NAIVE_LIMIT:
+        if e * t * d >= BMM_NAIVE_LIMIT:
             gates = self.weights.transpose(1, 2).to(self.upstream.dtype)
             positive = torch.bmm(gates, self.upstream.clamp(min=0))
             return positive, torch.bmm(gates, self.upstream.clamp(max=0))

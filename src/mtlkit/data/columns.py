@@ -6,6 +6,7 @@ describe the first bad value once an error is certain.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,24 +37,41 @@ class Origin:
         line = f" (line {self.first_line + row})" if self.first_line is not None else ""
         return f"row {row + 1}{line} of {self.source}"
 
-    def part(self, start: int, rows: int, total: int) -> Origin:
-        """The origin of rows ``start`` .. ``start + rows - 1`` of this table's ``total`` rows; its source names
-        the part (``data.csv (rows 1,000,001-2,000,000)``) unless it is the whole table, so that counts in
-        messages ("3 rows are affected") say what they count."""
-        if start == 0 and rows == total:
-            return self
+    def part(self, start: int, rows: int) -> Origin:
+        """The origin of rows ``start`` .. ``start + rows - 1`` of this table; its source names the part
+        (``data.csv (rows 1,000,001-2,000,000)``), so that counts in messages ("3 rows are affected") say what
+        they count. A part that is the whole table keeps this origin (the caller knows)."""
         label = f"{self.source} (rows {self.first_row + start + 1:,}-{self.first_row + start + rows:,})"
         return Origin(label, self.first_line, self.first_row + start)
 
 
-def require_columns(table: pa.Table, needed: dict[str, str], origin: Origin, hint: str = "") -> None:
+class GroupIds:
+    """Numbers group values (query / user ids) in the order first seen, across every column given (the parts of
+    one file), so a group whose rows fall into several parts is one group; a missing value gets -1."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+
+    def __call__(self, column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        strings = to_strings(column)
+        uniques = pc.drop_null(pc.unique(strings))
+        known = [self.ids.setdefault(k, len(self.ids)) for k in uniques.to_pylist()]
+        lookup = np.array([*known, -1], np.int64)  # a missing value indexes the -1 at the end
+        index = pc.fill_null(pc.index_in(strings, value_set=uniques), len(uniques))
+        return lookup[np.asarray(index.to_numpy(), dtype=np.int64)]
+
+
+def require_columns(
+    table: pa.Table | Sequence[str], needed: dict[str, str], origin: Origin, hint: str = ""
+) -> None:
     """Fail with one message naming every missing column and who needs it.
 
     Args:
+        table: the table, or just its column names (a file's header).
         needed: column -> who needs it (e.g. ``"feature 'age'"``).
         hint: appended advice (what to do).
     """
-    present = table.column_names
+    present = list(table.column_names) if isinstance(table, pa.Table) else list(table)
     missing = [c for c in needed if c not in present]
     if not missing:
         return

@@ -110,31 +110,20 @@ def read_arrow(
     """
     p = Path(path)
     _check_file(p)
-    fmt = file_format(p)
-    if fmt == "parquet":
+    include = None
+    if columns is not None:
+        require_columns(
+            available_columns(p, delimiter, column_names), {c: "the schema" for c in columns}, Origin(str(p))
+        )
+        include = list(dict.fromkeys(columns))
+    if file_format(p) == "parquet":
         try:
-            names = pq.read_schema(p).names
-            if columns is not None:
-                require_columns(
-                    pa.table({c: pa.array([], pa.null()) for c in names}),
-                    {c: "the schema" for c in columns},
-                    Origin(str(p)),
-                )
-            table = pq.read_table(p, columns=list(columns) if columns is not None else None)
+            table = pq.read_table(p, columns=include)
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"cannot read Parquet file {p}: {exc}") from None
         return table, Origin(str(p))
     sep = _delimiter(p, delimiter)
     read_opts, parse_opts = _csv_options(sep, column_names)
-    include = None
-    if columns is not None:
-        header = list(column_names) if column_names is not None else _csv_header(p, sep)
-        require_columns(
-            pa.table({c: pa.array([], pa.null()) for c in header}),
-            {c: "the schema" for c in columns},
-            Origin(str(p)),
-        )
-        include = list(dict.fromkeys(columns))
 
     def read(convert: pacsv.ConvertOptions) -> pa.Table:
         return pacsv.read_csv(p, read_options=read_opts, parse_options=parse_opts, convert_options=convert)
@@ -251,11 +240,7 @@ def read_parts(
     wanted = list(dict.fromkeys(columns)) if columns is not None else None
     if wanted is not None:
         header = available_columns(p, delimiter, column_names)
-        require_columns(
-            pa.table({c: pa.array([], pa.null()) for c in header}),
-            {c: "the columns asked for" for c in wanted},
-            Origin(str(p)),
-        )
+        require_columns(header, {c: "the columns asked for" for c in wanted}, Origin(str(p)))
     if file_format(p) == "parquet":
         try:
             parquet = pq.ParquetFile(p)
@@ -296,10 +281,11 @@ def _regroup(batches: Iterator[pa.RecordBatch], rows: int, origin: Origin) -> It
             held += take
             batch = batch.slice(take)
             if held == rows and (batch.num_rows or upcoming is not None):  # rows follow: not the whole file
-                yield Part(start, pa.Table.from_batches(pending), origin.part(start, held, total=-1))
+                yield Part(start, pa.Table.from_batches(pending), origin.part(start, held))
                 start, pending, held = start + held, [], 0
     if pending:  # the last part: the whole file when it starts at row 0
-        yield Part(start, pa.Table.from_batches(pending), origin.part(start, held, total=start + held))
+        whole = origin if start == 0 else origin.part(start, held)
+        yield Part(start, pa.Table.from_batches(pending), whole)
 
 
 def _csv_header(path: Path, sep: str) -> list[str]:
@@ -359,12 +345,7 @@ def read_table(
     else:
         header = available_columns(path, delimiter, column_names)
         needed = needed_columns(schema, require_labels)
-        require_columns(
-            pa.table({c: pa.array([], pa.null()) for c in header}),
-            needed,
-            Origin(str(path)),
-            hint=COLUMN_HINT,
-        )
+        require_columns(header, needed, Origin(str(path)), hint=COLUMN_HINT)
         # label / value columns a prediction file lacks are left out; those it has are read (and checked)
         wanted = [c for c in schema.source_columns if c in needed or c in header]
         arrow, origin = read_arrow(path, wanted, delimiter=delimiter, column_names=column_names)

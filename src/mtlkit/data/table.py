@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import torch
 from torch import Tensor
 
-from mtlkit.data.columns import Origin, check_labels, require_columns, to_float, to_strings
+from mtlkit.data.columns import GroupIds, Origin, check_labels, require_columns, to_float, to_strings
 from mtlkit.data.encoders import Encoders
 from mtlkit.data.split import split_indices
 from mtlkit.errors import DataError, SchemaError, did_you_mean, listing
@@ -162,6 +162,7 @@ class Table:
         encoders: Encoders | None = None,
         origin: Origin | None = None,
         require_labels: bool = True,
+        group_ids: GroupIds | None = None,
     ) -> Table:
         """Encode an Arrow table described by ``schema``.
 
@@ -170,6 +171,8 @@ class Table:
                 when None (training data).
             origin: where the rows came from, for error messages.
             require_labels: when False (prediction), absent label columns give all-NaN labels.
+            group_ids: numbers the group column across several tables (the parts of one file); by default the
+                groups of this table are numbered 0, 1, ... in the order first seen.
         """
         origin = origin or Origin()
         if table.num_rows == 0:
@@ -213,8 +216,12 @@ class Table:
             weights = torch.from_numpy(w.astype(np.float32))
         groups = None
         if schema.group is not None and schema.group in table.column_names:
-            codes = pc.dictionary_encode(to_strings(table.column(schema.group))).indices
-            g = np.asarray(pc.fill_null(codes, -1).to_numpy(zero_copy_only=False), np.int64)
+            column = table.column(schema.group)
+            if group_ids is not None:
+                g = group_ids(column)
+            else:
+                codes = pc.dictionary_encode(to_strings(column)).indices
+                g = np.asarray(pc.fill_null(codes, -1).to_numpy(zero_copy_only=False), np.int64)
             groups = torch.from_numpy(g)
         return cls(
             encoders.fitted_schema(schema),

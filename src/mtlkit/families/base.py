@@ -179,9 +179,6 @@ def task_metrics(schema: Schema, scores: Mapping[str, Tensor], table: Table) -> 
     ``table`` holds the data set's labels (a Table of ``schema``); its sample weights and groups are used as in
     ``Trainer.evaluate``, so a family's metrics are comparable to an MTL model's.
     """
-    missing = [t.name for t in schema.tasks if t.name not in scores]
-    if missing:
-        raise MtlkitError(f"the family gave no score for the task(s) {listing(missing)}")
     metrics = TaskMetrics(schema, has_groups=table.groups is not None)
     update_task_metrics(metrics, schema, scores, table)
     return metrics.compute()
@@ -191,5 +188,8 @@ def update_task_metrics(
     metrics: TaskMetrics, schema: Schema, scores: Mapping[str, Tensor], table: Table
 ) -> None:
     """Add per-task scores on ``table`` to ``metrics`` (as :func:`task_metrics` does, for one of several tables)."""
+    missing = [t.name for t in schema.tasks if t.name not in scores]
+    if missing:
+        raise MtlkitError(f"the family gave no score for the task(s) {listing(missing)}")
     logits = {t.name: as_logits(scores[t.name], t.kind).to(table.device) for t in schema.tasks}
     metrics.update(logits, table.labels, table.weights, table.groups)

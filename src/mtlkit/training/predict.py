@@ -20,7 +20,7 @@ from mtlkit.data.columns import Origin, require_columns
 from mtlkit.data.readers import Parts, TableWriter, available_columns, read_parts
 from mtlkit.data.table import COLUMN_HINT, Table, needed_columns
 from mtlkit.errors import MtlkitError, did_you_mean, listing
-from mtlkit.fusion import Fusion, value_columns_from_arrow
+from mtlkit.fusion import Fusion, require_value_columns, value_columns_from_arrow
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -80,28 +80,26 @@ def predict_file(
     """
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise MtlkitError(f"chunk_rows must be an integer >= 1, got {chunk_rows!r}")
+    if isinstance(keep, str):
+        raise MtlkitError(f"keep must be a list of column names, got the string {keep!r}")
     name = str(source)
     schema = run.data_schema
-    kept = _kept_columns(source, keep, name)
-    reads = None
-    if kept is not None:  # the kept columns, the features and the fusion's values: nothing else is read
-        needed = needed_columns(schema, require_labels=False)
-        header = pa.table({c: pa.array([], pa.null()) for c in available_columns(source)})
-        require_columns(header, needed, Origin(name), hint=COLUMN_HINT)
-        reads = [*kept, *needed, *(fusion.value_columns if fusion is not None else ())]
-    if fusion is not None and fusion.value_columns:  # every row's values, before anything is predicted
+    features = needed_columns(schema, require_labels=False)
+    value_columns = list(fusion.value_columns) if fusion is not None else []
+    kept = list(dict.fromkeys(keep)) if keep is not None else None
+    header = available_columns(source)
+    require_columns(header, {c: "keep" for c in kept or ()} | features, Origin(name), hint=COLUMN_HINT)
+    require_value_columns(header, value_columns, name)
+    if fusion is not None and value_columns:  # every row's values, before anything is predicted
 
         def check(parts: Parts) -> None:
             for part in parts:
                 values = value_columns_from_arrow(part.table, fusion.value_columns, name)
                 fusion.check_values(values, name, part.origin)
 
-        _require_value_columns(source, fusion, name)
-        read_parts(source, chunk_rows, check, columns=fusion.value_columns)
+        read_parts(source, chunk_rows, check, columns=value_columns)
 
     def predict(parts: Parts) -> PredictedFile:
-        header = parts.schema.empty_table()
-        require_columns(header, needed_columns(schema, require_labels=False), parts.origin, hint=COLUMN_HINT)
         added: list[str] = []
         rows = count = 0
         with TableWriter(output) as writer:
@@ -118,7 +116,7 @@ def predict_file(
                     columns["score"] = fusion(predictions, values).numpy()
                 if not added:
                     added = list(columns)
-                    out_columns = kept if kept is not None else header.column_names
+                    out_columns = kept if kept is not None else parts.schema.names
                     _check_free(out_columns, added, name, fusion is not None, kept is not None)
                 written = part.table if kept is None else part.table.select(kept)
                 for column, array in columns.items():
@@ -128,34 +126,15 @@ def predict_file(
                 if on_part is not None:
                     on_part(rows)
             if count == 0:  # the Table's own message for a file without rows
+                empty = parts.schema.empty_table()
                 Table.from_arrow(
-                    header, schema, encoders=run.encoders, origin=parts.origin, require_labels=False
+                    empty, schema, encoders=run.encoders, origin=parts.origin, require_labels=False
                 )
         return PredictedFile(Path(output), rows, added, count)
 
+    # with keep, only the kept columns, the features and the fusion's values are read
+    reads = None if kept is None else list(dict.fromkeys([*kept, *features, *value_columns]))
     return read_parts(source, chunk_rows, predict, columns=reads)
-
-
-def _kept_columns(source: str | Path, keep: Sequence[str] | None, name: str) -> list[str] | None:
-    """``keep`` without repeats, each a column of the file (an MtlkitError naming one that is not)."""
-    if keep is None:
-        return None
-    if isinstance(keep, str):
-        raise MtlkitError(f"keep must be a list of column names, got the string {keep!r}")
-    columns = available_columns(source)
-    for column in keep:
-        if column not in columns:
-            raise MtlkitError(
-                f"{name} has no column {column!r}{did_you_mean(column, columns)}, which keep names; its columns "
-                f"are {listing(columns, limit=30)}"
-            )
-    return list(dict.fromkeys(keep))
-
-
-def _require_value_columns(source: str | Path, fusion: Fusion, name: str) -> None:
-    """The fusion's value columns are in the file (an MtlkitError naming the one that is not, and the file)."""
-    header = pa.table({c: pa.array([], pa.null()) for c in available_columns(source)})
-    value_columns_from_arrow(header, fusion.value_columns, name)
 
 
 def _check_fusion_tasks(fusion: Fusion, predictions: dict[str, Tensor], fusion_source: str) -> None:

@@ -24,7 +24,8 @@ from mtlkit.data.encoders import Encoders
 from mtlkit.data.readers import read_table
 from mtlkit.data.table import Table
 from mtlkit.errors import MtlkitError
-from mtlkit.families.base import Family
+from mtlkit.families.base import Family, update_task_metrics
+from mtlkit.metrics import TaskMetrics
 from mtlkit.models import MultiTaskModel, create_model
 from mtlkit.schema import Schema
 from mtlkit.training.checkpoint import load_checkpoint
@@ -118,11 +119,23 @@ def family_metrics(trainer: Trainer, family: Family, table: Table) -> dict[str, 
     ``trainer.evaluate`` on the model's logits; any other by :func:`mtlkit.families.base.task_metrics` on
     ``family.task_scores(trainer.predict(table))`` against the table's labels, weights and groups.
     """
-    if table.schema == trainer.schema:
-        return trainer.evaluate(table)
-    from mtlkit.families.base import task_metrics
+    metrics = new_family_metrics(trainer, family, table)
+    update_family_metrics(metrics, trainer, family, table)
+    return metrics.compute()
 
-    return task_metrics(family.schema, family.task_scores(trainer.predict(table)), table)
+
+def new_family_metrics(trainer: Trainer, family: Family, table: Table) -> TaskMetrics:
+    """The empty metrics :func:`family_metrics` fills for tables like ``table`` (one, or the parts of a file)."""
+    schema = trainer.schema if table.schema == trainer.schema else family.schema
+    return TaskMetrics(schema, has_groups=table.groups is not None)
+
+
+def update_family_metrics(metrics: TaskMetrics, trainer: Trainer, family: Family, table: Table) -> None:
+    """Add ``table``'s predictions to ``metrics`` (see :func:`family_metrics`)."""
+    if table.schema == trainer.schema:  # the model predicts the data set's own tasks
+        trainer.update_metrics(metrics, table)
+    else:
+        update_task_metrics(metrics, family.schema, family.task_scores(trainer.predict(table)), table)
 
 
 def _check_family_monitor(config: RunConfig, data_schema: Schema, schema: Schema) -> None:
@@ -315,6 +328,8 @@ __all__ = [
     "family_metrics",
     "load_config",
     "load_run",
+    "new_family_metrics",
     "read_for_run",
     "train_run",
+    "update_family_metrics",
 ]
