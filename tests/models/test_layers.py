@@ -299,3 +299,103 @@ def test_embedding_lookup_equals_nn_embedding_with_gradients() -> None:
     expected.backward(torch.arange(expected.numel(), dtype=torch.float32).view_as(expected))
     for table, grad in zip(emb.tables, grads, strict=True):
         torch.testing.assert_close(table.weight.grad, grad)
+
+
+def _tower_schema(tasks: int, kind: str = "binary", **task_kw: object) -> Schema:
+    extra = {"num_classes": 3} if kind == "multiclass" else {}
+    return Schema(
+        (Feature("x", kind="numeric"),),
+        tuple(Task(f"t{k}", kind=kind, **extra, **task_kw) for k in range(tasks)),  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize(
+    ("tasks", "kind", "sizes", "act"),
+    [
+        (2, "binary", [3], "relu"),
+        (5, "regression", [6, 4], "gelu"),
+        (3, "multiclass", [], "relu"),
+        (4, "binary", [5], "tanh"),
+    ],
+)
+def test_stacked_towers_equal_the_per_task_towers_with_gradients(
+    tasks: int, kind: str, sizes: list[int], act: str
+) -> None:
+    torch.manual_seed(0)
+    schema = _tower_schema(tasks, kind)
+    towers = TaskTowers(schema, dict.fromkeys(schema.task_names, 7), sizes, act)
+    assert towers.stackable
+    x = torch.randn(9, tasks, 7, dtype=torch.float64, requires_grad=True)
+    towers.double()
+    fast = towers.stacked(x, {})
+    slow = towers(dict(zip(schema.task_names, x.unbind(1), strict=True)))
+    params = list(towers.parameters())
+    for name in schema.task_names:
+        torch.testing.assert_close(fast[name], slow[name], rtol=1e-12, atol=1e-12)
+        # each task's loss reaches its own tower's parameters only, with the per-task towers' gradients
+        g_fast = torch.autograd.grad(
+            fast[name].square().sum(), [x, *params], allow_unused=True, retain_graph=True
+        )
+        g_slow = torch.autograd.grad(
+            slow[name].square().sum(), [x, *params], allow_unused=True, retain_graph=True
+        )
+        for a, b in zip(g_fast, g_slow, strict=True):
+            if b is None:
+                assert a is None or torch.count_nonzero(a) == 0
+            else:
+                assert a is not None
+                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    own = {id(p) for p in towers.towers["t0"].parameters()}
+    loss = fast["t1"].sum()
+    for p, g in zip(params, torch.autograd.grad(loss, params, allow_unused=True), strict=True):
+        if id(p) in own:
+            assert g is None or torch.count_nonzero(g) == 0  # exactly zero, not small
+
+
+def test_stacked_towers_take_one_batched_product_per_layer() -> None:
+    schema = _tower_schema(5)
+    towers = TaskTowers(schema, dict.fromkeys(schema.task_names, 8), [4, 3])
+    x = torch.randn(6, 5, 8)
+    with torch.profiler.profile() as prof:
+        towers.stacked(x, {})
+    names = [e.name for e in prof.events()]
+    assert names.count("aten::baddbmm") == 3  # two hidden layers and the head, for all 5 tasks
+    assert "aten::addmm" not in names
+    assert "aten::linear" not in names
+
+
+def test_stacked_towers_fall_back_where_towers_differ() -> None:
+    torch.manual_seed(0)
+    dependent = Schema(
+        (Feature("x", kind="numeric"),),
+        (Task("click", kind="binary"), Task("buy", kind="binary", depends_on="click")),
+    )
+    cases = [
+        (TaskTowers(dependent, {"click": 4, "buy": 4}, [3]), {}),
+        (TaskTowers(_tower_schema(3), dict.fromkeys(_tower_schema(3).task_names, 4), [3], norm="layer"), {}),
+        (TaskTowers(_tower_schema(2), {"t0": 4, "t1": 6}, [3]), {"t1": torch.randn(5, 2)}),
+    ]
+    assert not any(towers.stackable for towers, _ in cases[:2])
+    for towers, extra in cases:
+        names = towers.task_names
+        x = torch.randn(5, len(names), 4)
+        expected = towers(
+            {t: torch.cat([x[:, k], extra[t]], 1) if t in extra else x[:, k] for k, t in enumerate(names)}
+        )
+        got = towers.stacked(x, extra)
+        for t in names:
+            torch.testing.assert_close(got[t], expected[t])
+
+
+def test_stacked_towers_dropout_is_active_in_training_only() -> None:
+    schema = _tower_schema(3)
+    towers = TaskTowers(schema, dict.fromkeys(schema.task_names, 4), [64], dropout=0.5)
+    x = torch.randn(32, 3, 4)
+    towers.eval()
+    a, b = towers.stacked(x, {}), towers.stacked(x, {})
+    assert all(torch.equal(a[t], b[t]) for t in schema.task_names)
+    reference = towers({t: x[:, k] for k, t in enumerate(schema.task_names)})
+    assert all(torch.allclose(a[t], reference[t], atol=1e-6) for t in schema.task_names)
+    towers.train()
+    c = towers.stacked(x, {})
+    assert not all(torch.allclose(a[t], c[t]) for t in schema.task_names)

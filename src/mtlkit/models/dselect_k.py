@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from mtlkit.models.base import GatedMix, MultiTaskModel, Output
-from mtlkit.models.layers import Experts, FeatureEmbedding, TaskTowers, check_sizes, mix, tower_inputs
+from mtlkit.models.layers import Experts, FeatureEmbedding, TaskTowers, check_sizes, mix
 from mtlkit.schema import Schema
 
 #: Floor of a probability inside a log (entropy), so the regularizer and its gradient stay finite at 0.
@@ -193,7 +193,7 @@ class DSelectK(MultiTaskModel):
         names = self.schema.task_names
         stacked = torch.stack([gates[t] for t in names], dim=1)  # [B, T, E]
         mixed = mix(stacked, experts)  # every task's gated sum in one batched matmul: [B, T, d]
-        logits = self.towers(tower_inputs(self.schema, dict(zip(names, mixed.unbind(1), strict=True)), extra))
+        logits = self.towers.stacked(mixed, extra)
         return Output(logits=logits, shared=experts, gates=gates, mix=GatedMix(stacked, mixed))
 
     def entropy(self) -> Tensor:

@@ -387,11 +387,33 @@ class TaskTowers(nn.Module):
             {t.depends_on for t in schema.tasks if t.depends_on} if not detach_dependency else set()
         )
         self.output_dims = {t.name: t.output_dim for t in schema.tasks}
+        self.task_names = schema.task_names
         self.towers = nn.ModuleDict()
         for t in schema.tasks:
             extra = schema.task(t.depends_on).output_dim if t.depends_on else 0
             body = MLP(in_dims[t.name] + extra, sizes, activation_name, dropout, norm)
             self.towers[t.name] = nn.Sequential(body, nn.Linear(body.out_dim, t.output_dim))
+        # the towers :meth:`stacked` runs as one batched matmul per layer: same shapes, no dependency, no norm
+        self.stackable = (
+            norm == "none"
+            and len(schema.tasks) > 1
+            and not any(t.depends_on for t in schema.tasks)
+            and len({in_dims[t] for t in self.task_names}) == 1
+            and len(set(self.output_dims.values())) == 1
+        )
+        #: per layer, every task's Linear (schema order), and the activation / dropout after it (None: last layer)
+        self._stack_layers: list[tuple[list[nn.Linear], nn.Module | None, nn.Module | None]] = []
+        if self.stackable:
+            bodies = [cast(MLP, cast(nn.Sequential, self.towers[t])[0]) for t in self.task_names]
+            first = list(bodies[0])
+            for i, module in enumerate(first):
+                if isinstance(module, nn.Linear):
+                    after = first[i + 1 : i + 3]
+                    act = after[0]
+                    drop = after[1] if len(after) > 1 and isinstance(after[1], nn.Dropout) else None
+                    self._stack_layers.append(([cast(nn.Linear, body[i]) for body in bodies], act, drop))
+            heads = [cast(nn.Linear, cast(nn.Sequential, self.towers[t])[1]) for t in self.task_names]
+            self._stack_layers.append((heads, None, None))
 
     def forward(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
         raw: dict[str, Tensor] = {}
@@ -403,6 +425,34 @@ class TaskTowers(nn.Module):
                 x = torch.cat([x, signal], dim=1)
             raw[task] = self.towers[task](x)
         return {t: (v.squeeze(-1) if self.output_dims[t] == 1 else v) for t, v in raw.items()}
+
+    def stacked(self, x: Tensor, extra: dict[str, Tensor]) -> dict[str, Tensor]:
+        """:meth:`forward` for tower inputs given stacked, x [B, T, in] (task t's input is x[:, t], schema task
+        order: a gated mix's output), joined with the tasks' tower-only features ``extra``.
+
+        When the towers are :attr:`stackable` (every task's tower of the same shapes, no ``depends_on``, no norm)
+        and no task has tower-only features, each tower layer runs for every task at once: the tasks' weights
+        stacked into [T, out, in] (each task keeps its own parameters) and one ``baddbmm`` on x viewed as
+        [T, B, in], instead of T matmuls on T slices of x. Same values (up to the order of float sums) and the
+        same per-task gradients; dropout draws one mask for the stacked activations. Measured on the MMoE paper's
+        model with 5 tasks (batch 1024, forward + backward + Adam): 2.70 -> 2.36 ms per step (docs/decisions.md).
+        """
+        if not self.stackable or extra:
+            common = dict(zip(self.task_names, x.unbind(1), strict=True))
+            return self(tower_inputs_from(self.task_names, common, extra))
+        h = x.transpose(0, 1)  # [T, B, in], a view
+        for linears, act, drop in self._stack_layers:
+            weight = torch.stack([linear.weight for linear in linears])  # [T, out, in]
+            bias = torch.stack([linear.bias for linear in linears])  # [T, out]
+            h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+            if act is not None:
+                # ReLU in place on the fresh product (autograd's ReLU saves its output), as Experts does
+                h = torch.relu_(h) if isinstance(act, nn.ReLU) else act(h)
+            if drop is not None:
+                h = drop(h)
+        width = h.shape[-1]
+        rows = h.squeeze(-1) if width == 1 else h  # [T, B] or [T, B, K]
+        return dict(zip(self.task_names, rows.unbind(0), strict=True))
 
     def task_modules(self, task: str) -> list[nn.Module]:
         """The task's tower (``MultiTaskModel`` treats it as shared when ``task`` is in ``read_through``)."""
@@ -430,6 +480,11 @@ def dependency_order(schema: Schema) -> list[str]:
 
 def tower_inputs(schema: Schema, common: dict[str, Tensor], extra: dict[str, Tensor]) -> dict[str, Tensor]:
     """Each task's tower input: its part of the model's output, joined with its tower-only features."""
-    return {
-        t: torch.cat([common[t], extra[t]], dim=1) if t in extra else common[t] for t in schema.task_names
-    }
+    return tower_inputs_from(schema.task_names, common, extra)
+
+
+def tower_inputs_from(
+    names: Sequence[str], common: dict[str, Tensor], extra: dict[str, Tensor]
+) -> dict[str, Tensor]:
+    """:func:`tower_inputs` for the tasks ``names``."""
+    return {t: torch.cat([common[t], extra[t]], dim=1) if t in extra else common[t] for t in names}

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from mtlkit.models.base import GatedMix, MultiTaskModel, Output
-from mtlkit.models.layers import Experts, FeatureEmbedding, TaskGates, TaskTowers, mix, tower_inputs
+from mtlkit.models.layers import Experts, FeatureEmbedding, TaskGates, TaskTowers, mix
 from mtlkit.schema import Schema
 
 
@@ -48,7 +48,7 @@ class MMoE(MultiTaskModel):
         mixed = mix(weights, experts)  # [B, T, d]: every task's gated sum in one batched matmul
         names = self.schema.task_names
         gates = dict(zip(names, weights.unbind(1), strict=True))
-        logits = self.towers(tower_inputs(self.schema, dict(zip(names, mixed.unbind(1), strict=True)), extra))
+        logits = self.towers.stacked(mixed, extra)
         return Output(logits=logits, shared=experts, gates=gates, mix=GatedMix(weights, mixed))
 
     def task_modules(self, task: str) -> list[nn.Module]:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from mtlkit.models.base import GatedMix, MultiTaskModel, Output
-from mtlkit.models.layers import Experts, FeatureEmbedding, Gate, TaskTowers, mix, tower_inputs
+from mtlkit.models.layers import Experts, FeatureEmbedding, Gate, TaskTowers, mix
 from mtlkit.schema import Schema
 
 
@@ -50,7 +50,7 @@ class OMoE(MultiTaskModel):
         # one gated sum, read by every tower through its own slice of a broadcast view [B, T, d] (no copy), so
         # the engine can tell the tasks' gradients at it apart (Output.mix)
         mixed = mix(gate, experts).unsqueeze(1).expand(-1, len(names), -1)
-        logits = self.towers(tower_inputs(self.schema, dict(zip(names, mixed.unbind(1), strict=True)), extra))
+        logits = self.towers.stacked(mixed, extra)
         weights = gate.unsqueeze(1).expand(-1, len(names), -1)
         return Output(
             logits=logits, shared=experts, gates=dict.fromkeys(names, gate), mix=GatedMix(weights, mixed)
