@@ -352,6 +352,36 @@ def test_stacked_towers_equal_the_per_task_towers_with_gradients(
             assert g is None or torch.count_nonzero(g) == 0  # exactly zero, not small
 
 
+@pytest.mark.parametrize(
+    ("tasks", "kind", "sizes", "act"),
+    [(2, "binary", [3], "relu"), (5, "regression", [6, 4], "silu"), (3, "multiclass", [], "relu")],
+)
+def test_towers_on_a_common_input_equal_the_per_task_towers_with_gradients(
+    tasks: int, kind: str, sizes: list[int], act: str
+) -> None:
+    torch.manual_seed(1)
+    schema = _tower_schema(tasks, kind)
+    towers = TaskTowers(schema, dict.fromkeys(schema.task_names, 7), sizes, act).double()
+    x = torch.randn(9, 7, dtype=torch.float64, requires_grad=True)
+    fast = towers.common(x, {})
+    slow = towers(dict.fromkeys(schema.task_names, x))
+    params = list(towers.parameters())
+    for name in schema.task_names:
+        torch.testing.assert_close(fast[name], slow[name], rtol=1e-12, atol=1e-12)
+        g_fast = torch.autograd.grad(
+            fast[name].exp().sum(), [x, *params], allow_unused=True, retain_graph=True
+        )
+        g_slow = torch.autograd.grad(
+            slow[name].exp().sum(), [x, *params], allow_unused=True, retain_graph=True
+        )
+        for a, b in zip(g_fast, g_slow, strict=True):
+            if b is None:
+                assert a is None or torch.count_nonzero(a) == 0
+            else:
+                assert a is not None
+                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
 def test_stacked_towers_take_one_batched_product_per_layer() -> None:
     schema = _tower_schema(5)
     towers = TaskTowers(schema, dict.fromkeys(schema.task_names, 8), [4, 3])
@@ -362,6 +392,10 @@ def test_stacked_towers_take_one_batched_product_per_layer() -> None:
     assert names.count("aten::baddbmm") == 3  # two hidden layers and the head, for all 5 tasks
     assert "aten::addmm" not in names
     assert "aten::linear" not in names
+    with torch.profiler.profile() as prof:
+        towers.common(x[:, 0], {})
+    names = [e.name for e in prof.events()]
+    assert (names.count("aten::addmm"), names.count("aten::baddbmm")) == (1, 2)  # first layers in one GEMM
 
 
 def test_stacked_towers_fall_back_where_towers_differ() -> None:
@@ -374,8 +408,13 @@ def test_stacked_towers_fall_back_where_towers_differ() -> None:
         (TaskTowers(dependent, {"click": 4, "buy": 4}, [3]), {}),
         (TaskTowers(_tower_schema(3), dict.fromkeys(_tower_schema(3).task_names, 4), [3], norm="layer"), {}),
         (TaskTowers(_tower_schema(2), {"t0": 4, "t1": 6}, [3]), {"t1": torch.randn(5, 2)}),
+        # stackable, but every tower also reads its own tower-only features
+        (
+            TaskTowers(_tower_schema(2), {"t0": 6, "t1": 6}, [3]),
+            {"t0": torch.randn(5, 2), "t1": torch.randn(5, 2)},
+        ),
     ]
-    assert not any(towers.stackable for towers, _ in cases[:2])
+    assert [towers.stackable for towers, _ in cases] == [False, False, False, True]
     for towers, extra in cases:
         names = towers.task_names
         x = torch.randn(5, len(names), 4)
@@ -383,6 +422,11 @@ def test_stacked_towers_fall_back_where_towers_differ() -> None:
             {t: torch.cat([x[:, k], extra[t]], 1) if t in extra else x[:, k] for k, t in enumerate(names)}
         )
         got = towers.stacked(x, extra)
+        for t in names:
+            torch.testing.assert_close(got[t], expected[t])
+        first = x[:, 0]
+        expected = towers({t: torch.cat([first, extra[t]], 1) if t in extra else first for t in names})
+        got = towers.common(first, extra)
         for t in names:
             torch.testing.assert_close(got[t], expected[t])
 

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from mtlkit.errors import SchemaError, listing
 from mtlkit.models.base import MultiTaskModel, Output
-from mtlkit.models.layers import FeatureEmbedding, TaskTowers, tower_inputs
+from mtlkit.models.layers import FeatureEmbedding, TaskTowers
 from mtlkit.schema import Schema
 
 
@@ -84,7 +84,7 @@ class ESMM(MultiTaskModel):
 
     def compute(self, categorical: Tensor, numeric: Tensor) -> Output:
         x, extra = self.embedding(categorical, numeric)
-        logits = self.towers(tower_inputs(self.schema, {t: x for t in self.schema.task_names}, extra))
+        logits = self.towers.common(x, extra)
         ctr, cvr = logits[self.ctr_task], logits[self.cvr_task]
         logits[self.cvr_task] = ctcvr_logit(ctr, cvr)
         pcvr = torch.sigmoid(cvr)

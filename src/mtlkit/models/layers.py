@@ -440,19 +440,45 @@ class TaskTowers(nn.Module):
         if not self.stackable or extra:
             common = dict(zip(self.task_names, x.unbind(1), strict=True))
             return self(tower_inputs_from(self.task_names, common, extra))
-        h = x.transpose(0, 1)  # [T, B, in], a view
-        for linears, act, drop in self._stack_layers:
+        return self._layers(x.transpose(0, 1), self._stack_layers)  # x as [T, B, in], a view
+
+    def common(self, x: Tensor, extra: dict[str, Tensor]) -> dict[str, Tensor]:
+        """:meth:`forward` when every tower reads the same input x [B, in] (a shared bottom's output), joined with
+        the tasks' tower-only features ``extra``.
+
+        For :attr:`stackable` towers and no tower-only features the first layer of every tower is one GEMM, x
+        against the tasks' first weights concatenated ([T * out, in], a copy of T small weights per step; each
+        task keeps its own parameters), and the other layers run as in :meth:`stacked`. Measured on a
+        Shared-Bottom of the MMoE paper's size with 5 tasks (bottom [128], towers [8]): 2.31 -> 1.91 ms per
+        step, side by side; the same at 2 tasks (docs/decisions.md).
+        """
+        if not self.stackable or extra:
+            return self(tower_inputs_from(self.task_names, dict.fromkeys(self.task_names, x), extra))
+        (linears, act, drop), *rest = self._stack_layers
+        weight = torch.cat([linear.weight for linear in linears])  # [T * out, in]
+        bias = torch.cat([linear.bias for linear in linears])
+        h = self._activate(torch.addmm(bias, x, weight.t()), act, drop)  # [B, T * out]
+        return self._layers(h.view(x.shape[0], len(linears), -1).transpose(0, 1), rest)  # [T, B, out], a view
+
+    def _layers(
+        self, h: Tensor, layers: list[tuple[list[nn.Linear], nn.Module | None, nn.Module | None]]
+    ) -> dict[str, Tensor]:
+        """The tower ``layers`` on h [T, B, in], each one ``baddbmm`` with the tasks' weights stacked, then each
+        task's logits ([B], or [B, K] for a multiclass task)."""
+        for linears, act, drop in layers:
             weight = torch.stack([linear.weight for linear in linears])  # [T, out, in]
             bias = torch.stack([linear.bias for linear in linears])  # [T, out]
-            h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
-            if act is not None:
-                # ReLU in place on the fresh product (autograd's ReLU saves its output), as Experts does
-                h = torch.relu_(h) if isinstance(act, nn.ReLU) else act(h)
-            if drop is not None:
-                h = drop(h)
-        width = h.shape[-1]
-        rows = h.squeeze(-1) if width == 1 else h  # [T, B] or [T, B, K]
+            h = self._activate(torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2)), act, drop)
+        rows = h.squeeze(-1) if h.shape[-1] == 1 else h  # [T, B] or [T, B, K]
         return dict(zip(self.task_names, rows.unbind(0), strict=True))
+
+    @staticmethod
+    def _activate(h: Tensor, act: nn.Module | None, drop: nn.Module | None) -> Tensor:
+        """The activation (none after the head) and dropout of a layer on its fresh product h."""
+        if act is not None:
+            # ReLU in place on the fresh product (autograd's ReLU saves its output), as Experts does
+            h = torch.relu_(h) if isinstance(act, nn.ReLU) else act(h)
+        return drop(h) if drop is not None else h
 
     def task_modules(self, task: str) -> list[nn.Module]:
         """The task's tower (``MultiTaskModel`` treats it as shared when ``task`` is in ``read_through``)."""

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from mtlkit.models.base import MultiTaskModel, Output
-from mtlkit.models.layers import MLP, FeatureEmbedding, TaskTowers, check_sizes, tower_inputs
+from mtlkit.models.layers import MLP, FeatureEmbedding, TaskTowers, check_sizes
 from mtlkit.schema import Schema
 
 
@@ -38,7 +38,7 @@ class SharedBottom(MultiTaskModel):
     def compute(self, categorical: Tensor, numeric: Tensor) -> Output:
         x, extra = self.embedding(categorical, numeric)
         h = self.bottom(x)
-        logits = self.towers(tower_inputs(self.schema, {t: h for t in self.schema.task_names}, extra))
+        logits = self.towers.common(h, extra)
         return Output(logits=logits, shared=h)
 
     def task_modules(self, task: str) -> list[nn.Module]:
