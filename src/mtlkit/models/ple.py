@@ -32,7 +32,6 @@ from mtlkit.models.layers import (
     TaskTowers,
     check_sizes,
     mix,
-    tower_inputs,
 )
 from mtlkit.schema import Schema
 
@@ -55,9 +54,9 @@ class ExtractionLayer(nn.Module):
     where every task reads the same input (the first level); each task's output is the gated sum over the shared
     experts (every task at once, one batched matmul) plus the gated sum over its own experts.
 
-    ``forward(task_inputs, shared_input)`` returns (task outputs {task: [B, d]}, the shared output [B, d] or
-    None without a shared gate, the task gates {task: [B, task_experts + shared_experts]}, the shared experts'
-    outputs [B, shared_experts, d]).
+    ``forward(task_inputs, shared_input)`` returns (the task outputs stacked, [B, T, d] in task order, the shared
+    output [B, d] or None without a shared gate, the task gates {task: [B, task_experts + shared_experts]}, the
+    shared experts' outputs [B, shared_experts, d], the shared experts' gated mix).
     """
 
     def __init__(
@@ -85,7 +84,7 @@ class ExtractionLayer(nn.Module):
 
     def forward(
         self, task_inputs: dict[str, Tensor], shared_input: Tensor
-    ) -> tuple[dict[str, Tensor], Tensor | None, dict[str, Tensor], Tensor, GatedMix]:
+    ) -> tuple[Tensor, Tensor | None, dict[str, Tensor], Tensor, GatedMix]:
         names = self.task_names
         shared = self.shared_experts(shared_input)  # [B, S, d]
         own = {t: experts(task_inputs[t]) for t, experts in self.task_experts.items()}  # {t: [B, m, d]}
@@ -99,13 +98,13 @@ class ExtractionLayer(nn.Module):
         # sum over the shared experts for every task in one batched matmul, then each task's own experts
         shared_weights = weights[:, :, m:]
         stacked = mix(shared_weights, shared)  # [B, T, d]
-        from_shared = stacked.unbind(1)  # T x [B, d]
-        outputs = {t: from_shared[k] + mix(gates[t][:, :m], own[t]) for k, t in enumerate(names)}
+        # each task's own experts' sum, stacked, added to every task's shared sum at once: [B, T, d]
+        summed = stacked + torch.stack([mix(gates[t][:, :m], own[t]) for t in names], dim=1)
         shared_output = None
         if self.shared_gate is not None:
             every = torch.cat([*(own[t] for t in self.task_names), shared], dim=1)  # [B, T*m + S, d]
             shared_output = mix(self.shared_gate(shared_input), every)
-        return outputs, shared_output, gates, shared, GatedMix(shared_weights, stacked)
+        return summed, shared_output, gates, shared, GatedMix(shared_weights, stacked)
 
 
 class PLE(MultiTaskModel):
@@ -175,11 +174,13 @@ class PLE(MultiTaskModel):
         gates: dict[str, Tensor] = {}
         shared = x
         top: GatedMix | None = None
+        names = self.schema.task_names
         for layer in self.levels:
-            task_inputs, next_shared, gates, shared, top = layer(task_inputs, shared_input)
+            outputs, next_shared, gates, shared, top = layer(task_inputs, shared_input)
+            task_inputs = dict(zip(names, outputs.unbind(1), strict=True))
             if next_shared is not None:
                 shared_input = next_shared
-        logits = self.towers(tower_inputs(self.schema, task_inputs, extra))
+        logits = self.towers.stacked(outputs, extra)
         # task k's tower reads the shared experts only through its gated sum of them (its own experts do not)
         return Output(logits=logits, shared=shared, gates=gates, mix=top)
 
