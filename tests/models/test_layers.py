@@ -309,6 +309,24 @@ def _tower_schema(tasks: int, kind: str = "binary", **task_kw: object) -> Schema
     )
 
 
+def _assert_same_towers(
+    fast: dict[str, torch.Tensor], slow: dict[str, torch.Tensor], inputs: list[torch.Tensor]
+) -> None:
+    """Batched towers give the per-task towers' logits and, for each task's loss, the same gradient at every
+    input and parameter: each task's loss reaches only its own tower's parameters."""
+    for name, logits in slow.items():
+        torch.testing.assert_close(fast[name], logits, rtol=1e-12, atol=1e-12)
+        kw = {"allow_unused": True, "retain_graph": True}
+        g_fast = torch.autograd.grad(fast[name].square().sum(), inputs, **kw)
+        g_slow = torch.autograd.grad(logits.square().sum(), inputs, **kw)
+        for a, b in zip(g_fast, g_slow, strict=True):
+            if b is None:
+                assert a is None or torch.count_nonzero(a) == 0
+            else:
+                assert a is not None
+                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize(
     ("tasks", "kind", "sizes", "act"),
     [
@@ -330,21 +348,7 @@ def test_stacked_towers_equal_the_per_task_towers_with_gradients(
     fast = towers.stacked(x, {})
     slow = towers(dict(zip(schema.task_names, x.unbind(1), strict=True)))
     params = list(towers.parameters())
-    for name in schema.task_names:
-        torch.testing.assert_close(fast[name], slow[name], rtol=1e-12, atol=1e-12)
-        # each task's loss reaches its own tower's parameters only, with the per-task towers' gradients
-        g_fast = torch.autograd.grad(
-            fast[name].square().sum(), [x, *params], allow_unused=True, retain_graph=True
-        )
-        g_slow = torch.autograd.grad(
-            slow[name].square().sum(), [x, *params], allow_unused=True, retain_graph=True
-        )
-        for a, b in zip(g_fast, g_slow, strict=True):
-            if b is None:
-                assert a is None or torch.count_nonzero(a) == 0
-            else:
-                assert a is not None
-                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    _assert_same_towers(fast, slow, [x, *params])
     own = {id(p) for p in towers.towers["t0"].parameters()}
     loss = fast["t1"].sum()
     for p, g in zip(params, torch.autograd.grad(loss, params, allow_unused=True), strict=True):
@@ -365,21 +369,7 @@ def test_towers_on_a_common_input_equal_the_per_task_towers_with_gradients(
     x = torch.randn(9, 7, dtype=torch.float64, requires_grad=True)
     fast = towers.common(x, {})
     slow = towers(dict.fromkeys(schema.task_names, x))
-    params = list(towers.parameters())
-    for name in schema.task_names:
-        torch.testing.assert_close(fast[name], slow[name], rtol=1e-12, atol=1e-12)
-        g_fast = torch.autograd.grad(
-            fast[name].exp().sum(), [x, *params], allow_unused=True, retain_graph=True
-        )
-        g_slow = torch.autograd.grad(
-            slow[name].exp().sum(), [x, *params], allow_unused=True, retain_graph=True
-        )
-        for a, b in zip(g_fast, g_slow, strict=True):
-            if b is None:
-                assert a is None or torch.count_nonzero(a) == 0
-            else:
-                assert a is not None
-                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    _assert_same_towers(fast, slow, [x, *towers.parameters()])
 
 
 def test_stacked_towers_take_one_batched_product_per_layer() -> None:
