@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from mtlkit.models.base import MultiTaskModel, Output
-from mtlkit.models.layers import Experts, FeatureEmbedding, TaskTowers, check_sizes, tower_inputs
+from mtlkit.models.layers import Experts, FeatureEmbedding, TaskTowers, check_sizes
 from mtlkit.schema import Schema
 
 
@@ -64,8 +64,7 @@ class CrossStitch(MultiTaskModel):
         h = x
         for layer, column in enumerate(self.columns):
             h = torch.matmul(self.stitches[layer], column(h))  # [T, T] @ [B, T, d] -> [B, T, d]
-        hidden = {t: h[:, k] for k, t in enumerate(self.schema.task_names)}
-        logits = self.towers(tower_inputs(self.schema, hidden, extra))
+        logits = self.towers.stacked(h, extra)  # task k's tower reads column k, h[:, k]
         return Output(logits=logits, shared=h)
 
     def task_modules(self, task: str) -> list[nn.Module]:
