@@ -207,6 +207,16 @@ def test_a_trace_that_bakes_in_the_batch_size_is_an_error_and_leaves_no_file(tmp
     assert not path.exists()
 
 
+def test_a_failed_export_keeps_the_file_it_would_have_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    export_serving(ServingModel(create_model("shared_bottom", BINARY), MTL(BINARY)), "torchscript", path)
+    before = path.read_bytes()
+    with pytest.raises(MtlkitError, match="fails on a batch of 5 rows"):
+        export_serving(ServingModel(_BatchSized(BINARY), MTL(BINARY)), "torchscript", path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "model.pt.signature.json"]  # no partial
+
+
 def test_untraceable_control_flow_is_a_clear_onnx_error(tmp_path: Path) -> None:
     serving = ServingModel(_DataDependent(BINARY), MTL(BINARY))
     with pytest.raises(
@@ -358,6 +368,23 @@ def test_cli_writes_to_out(trained_run: Path, tmp_path: Path) -> None:
     assert signature["file"] == "ranker.ts"
     assert signature["encoders"] == "ranker.ts.encoders.json"
     assert (tmp_path / "serving" / "ranker.ts.encoders.json").is_file()
+
+
+@pytest.mark.parametrize("existing", ["ranker.ts", "ranker.ts.signature.json", "ranker.ts.encoders.json"])
+def test_cli_does_not_replace_an_out_file_without_overwrite(
+    trained_run: Path, tmp_path: Path, existing: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "ranker.ts"
+    (tmp_path / existing).write_text("someone's file")
+    args = ["export", str(trained_run), "--format", "torchscript", "--out", str(target)]
+    assert main(args) == 2
+    assert f"{tmp_path / existing} exists; pass --overwrite" in capsys.readouterr().err
+    assert (tmp_path / existing).read_text() == "someone's file"
+    assert main([*args, "--overwrite"]) == 0
+    assert json.loads((tmp_path / "ranker.ts.signature.json").read_text())["file"] == "ranker.ts"
+    # the default file inside the run folder is mtlkit's own and is replaced by every export
+    assert main(["export", str(trained_run), "--format", "torchscript"]) == 0
+    assert main(["export", str(trained_run), "--format", "torchscript"]) == 0
 
 
 @pytest.mark.parametrize(

@@ -552,19 +552,20 @@ def export_serving(
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     signature_path, encoders_path = companion_paths(out)
-    before = out.stat().st_mtime_ns if out.exists() else None
+    # written and checked under a temporary name, then renamed: a failed export leaves no file behind that does
+    # not reproduce the model, and the file it would have replaced stays as it was
+    partial = out.with_name(f".{out.name}.partial{out.suffix}")
     start = time.perf_counter()
     try:
-        diff, checked_with = _WRITERS[fmt](serving, out)
+        diff, checked_with = _WRITERS[fmt](serving, partial)
         if not diff <= TOLERANCE and not np.isnan(diff):
             raise MtlkitError(
                 f"the {fmt} export of {type(serving.model).__name__} differs from the PyTorch model by {diff:.3g} "
                 f"(tolerance {TOLERANCE:g}) on a batch of {CHECK_ROWS} rows: the export is wrong, please report it"
             )
-    except MtlkitError:
-        if out.exists() and out.stat().st_mtime_ns != before:
-            out.unlink()  # never leave a file behind that does not reproduce the model
-        raise
+        partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
     seconds = time.perf_counter() - start
     written_encoders = None
     if encoders is not None:
@@ -613,12 +614,23 @@ def serving_model(run_dir: str | Path) -> tuple[ServingModel, Encoders]:
     return ServingModel(model, run.family, fusion, value_columns), run.encoders
 
 
-def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> ExportResult:
-    """Export the run in ``run_dir`` as ``fmt`` (default file ``<run_dir>/export/model.pt`` or ``.onnx``)."""
+def export_run(
+    run_dir: str | Path, fmt: str, out: str | Path | None = None, overwrite: bool = False
+) -> ExportResult:
+    """Export the run in ``run_dir`` as ``fmt`` (default file ``<run_dir>/export/model.pt`` or ``.onnx``, replaced
+    by every export). A file named by ``out`` (or its ``.signature.json`` / ``.encoders.json``) that exists is
+    an error unless ``overwrite``: it may be anything, and a typo must not replace it."""
     check_format(fmt)
     run = Path(run_dir)
     if not run.is_dir():
         raise MtlkitError(f"no run folder at {run}: train first (mtlkit train CONFIG --out {run})")
+    if out is not None and not overwrite:
+        path = Path(out)
+        for existing in (path, *companion_paths(path)):
+            if existing.exists():
+                raise MtlkitError(
+                    f"{existing} exists; pass --overwrite to replace it with the export, or name another file"
+                )
     serving, encoders = serving_model(run)
     path = Path(out) if out is not None else run / "export" / FORMATS[fmt]
     return export_serving(serving, fmt, path, encoders)

@@ -70,6 +70,18 @@ def test_run_report(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "| y1 |" in markdown
 
 
+def test_report_does_not_replace_an_out_file_without_overwrite(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "notes.html"
+    out.write_text("someone's notes")
+    assert main(["report", str(run_dir), "--out", str(out)]) == 2
+    assert f"{out} exists; pass --overwrite" in capsys.readouterr().err
+    assert out.read_text() == "someone's notes"
+    assert main(["report", str(run_dir), "--out", str(out), "--overwrite"]) == 0
+    assert "<html" in out.read_text()
+
+
 def test_bench_report(bench_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "elsewhere" / "bench.html"
     assert main(["report", str(bench_dir), "--out", str(out)]) == 0

@@ -125,10 +125,15 @@ def detect_kind(folder: Path) -> Kind:
     )
 
 
-def write_report(folder: Path, out: Path | None = None) -> ReportFiles:
+def write_report(folder: Path, out: Path | None = None, overwrite: bool = False) -> ReportFiles:
     """Write the HTML report (``out``, default ``folder/report.html``) and ``folder/report.md`` of a run or
-    bench folder; the plots are drawn into ``folder/plots/`` first."""
+    bench folder; the plots are drawn into ``folder/plots/`` first. The files in ``folder`` are replaced by
+    every report; an ``out`` file that exists is an error unless ``overwrite`` (it may be anything)."""
     folder = Path(folder)
+    if out is not None and not overwrite and Path(out).is_file():
+        raise MtlkitError(
+            f"{out} exists; pass --overwrite to replace it with the report, or name another file"
+        )
     kind = detect_kind(folder)
     if kind == "run":
         plots = run_plots(folder)

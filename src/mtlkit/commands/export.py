@@ -1,4 +1,4 @@
-"""``mtlkit export RUN_DIR --format torchscript|onnx [--out FILE]``: a trained run as a file for serving."""
+"""``mtlkit export RUN_DIR --format torchscript|onnx [--out FILE [--overwrite]]``: a trained run as a file for serving."""
 
 from __future__ import annotations
 
@@ -29,7 +29,13 @@ def register(commands: Any) -> None:
     )
     parser.add_argument(
         "--out",
-        help="the file to write (default: RUN/export/model.pt for torchscript, RUN/export/model.onnx for onnx)",
+        help="the file to write (default: RUN/export/model.pt for torchscript, RUN/export/model.onnx for onnx, "
+        "replaced by every export; an --out file that exists needs --overwrite)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the --out file (and its .signature.json / .encoders.json) when it exists",
     )
     parser.set_defaults(handler=_export)
 
@@ -38,7 +44,7 @@ def _export(args: argparse.Namespace) -> int:
     from mtlkit.export import check_format, export_run
 
     check_format(args.format)
-    result = export_run(args.run, args.format, args.out)
+    result = export_run(args.run, args.format, args.out, overwrite=args.overwrite)
     print(f"wrote {result.format} model {result.path} in {result.seconds:.1f} s")
     print(f"  inputs:  {', '.join(result.inputs)}")
     print(f"  outputs: {', '.join(result.outputs)}")

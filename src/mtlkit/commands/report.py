@@ -1,4 +1,4 @@
-"""``mtlkit report DIR [--out FILE]``: one self-contained HTML report and a Markdown summary of a run or bench.
+"""``mtlkit report DIR [--out FILE [--overwrite]]``: one self-contained HTML report and a Markdown summary of a run or bench.
 
 A run folder holds metrics.json and history.csv (``mtlkit train``); a bench folder holds results.csv and
 summary.json (``mtlkit bench``). See :mod:`mtlkit.analysis.report`.
@@ -21,14 +21,19 @@ def register(commands: Any) -> None:
         "folder (results.csv + summary.json). The plots are written into DIR/plots/.",
     )
     parser.add_argument("dir", help="a run folder (mtlkit train) or a bench folder (mtlkit bench)")
-    parser.add_argument("--out", help="where to write the HTML report (default: DIR/report.html)")
+    parser.add_argument(
+        "--out",
+        help="where to write the HTML report (default: DIR/report.html, replaced by every report; an --out file "
+        "that exists needs --overwrite)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace the --out file when it exists")
     parser.set_defaults(handler=_report)
 
 
 def _report(args: argparse.Namespace) -> int:
     from mtlkit.analysis.report import write_report
 
-    files = write_report(Path(args.dir), Path(args.out) if args.out else None)
+    files = write_report(Path(args.dir), Path(args.out) if args.out else None, overwrite=args.overwrite)
     print(f"{files.kind} report: {files.html}")
     print(f"summary: {files.markdown}")
     print(f"plots: {len(files.plots)} in {Path(args.dir) / 'plots'}")
