@@ -435,7 +435,8 @@ class TaskTowers(nn.Module):
         stacked into [T, out, in] (each task keeps its own parameters) and one ``baddbmm`` on x viewed as
         [T, B, in], instead of T matmuls on T slices of x. Same values (up to the order of float sums) and the
         same per-task gradients; dropout draws one mask for the stacked activations. Measured on the MMoE paper's
-        model with 5 tasks (batch 1024, forward + backward + Adam): 2.70 -> 2.36 ms per step (docs/decisions.md).
+        model with 5 tasks (batch 1024, forward + backward + Adam, side by side): 2.85 -> 2.47 ms per step
+        (docs/decisions.md).
         """
         if not self.stackable or extra:
             common = dict(zip(self.task_names, x.unbind(1), strict=True))
