@@ -29,7 +29,7 @@ from mtlkit.console import print_table
 from mtlkit.data.datasets import dataset_loader, list_datasets, load_dataset
 from mtlkit.data.readers import CSV_SUFFIXES, PARQUET_SUFFIXES, read_table
 from mtlkit.data.table import Table
-from mtlkit.errors import MtlkitError, did_you_mean, listing
+from mtlkit.errors import MtlkitError, did_you_mean, listing, refuse_to_replace
 from mtlkit.training.predict import DEFAULT_CHUNK_ROWS
 
 #: Longer feature lists are cut in the printed summary (``--json`` has them all).
@@ -229,10 +229,7 @@ def _predict(args: argparse.Namespace) -> int:
     if args.chunk_rows < 1:
         raise MtlkitError(f"--chunk-rows must be >= 1, got {args.chunk_rows}")
     output = Path(args.output)
-    if output.exists() and not args.overwrite:
-        raise MtlkitError(
-            f"{output} exists; pass --overwrite to replace it with the predictions, or name another output file"
-        )
+    refuse_to_replace(output, "the predictions", args.overwrite)
     run = load_run(args.run)
     fusion_file = Path(args.fusion) if args.fusion else run.out_dir / "fusion.json"
     fusion = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from pathlib import Path
 
 
 class MtlkitError(ValueError):
@@ -21,6 +22,13 @@ class SchemaError(MtlkitError):
 
 class DataError(MtlkitError):
     """A data file or column that cannot be used as described."""
+
+
+def refuse_to_replace(path: Path, what: str, overwrite: bool) -> None:
+    """An error when ``path`` (a file the user named) exists and ``overwrite`` is False: it may be anything, and a
+    typo must not replace it. ``what`` is what would have been written (``"the predictions"``)."""
+    if not overwrite and path.exists():
+        raise MtlkitError(f"{path} exists; pass --overwrite to replace it with {what}, or name another file")
 
 
 def closest(name: str, choices: Iterable[str]) -> str | None:

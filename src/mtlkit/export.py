@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from mtlkit.data.encoders import Encoders
-from mtlkit.errors import MtlkitError, did_you_mean, listing
+from mtlkit.errors import MtlkitError, did_you_mean, listing, refuse_to_replace
 from mtlkit.families.base import Family
 from mtlkit.models.base import MultiTaskModel
 from mtlkit.schema import MISSING_SUFFIX, Schema
@@ -624,13 +624,9 @@ def export_run(
     run = Path(run_dir)
     if not run.is_dir():
         raise MtlkitError(f"no run folder at {run}: train first (mtlkit train CONFIG --out {run})")
-    if out is not None and not overwrite:
-        path = Path(out)
-        for existing in (path, *companion_paths(path)):
-            if existing.exists():
-                raise MtlkitError(
-                    f"{existing} exists; pass --overwrite to replace it with the export, or name another file"
-                )
+    if out is not None:
+        for named in (Path(out), *companion_paths(Path(out))):
+            refuse_to_replace(named, "the export", overwrite)
     serving, encoders = serving_model(run)
     path = Path(out) if out is not None else run / "export" / FORMATS[fmt]
     return export_serving(serving, fmt, path, encoders)

@@ -36,7 +36,7 @@ from mtlkit.analysis.plots import (
     read_summary,
     run_plots,
 )
-from mtlkit.errors import MtlkitError
+from mtlkit.errors import MtlkitError, refuse_to_replace
 
 Kind = Literal["run", "bench"]
 
@@ -130,10 +130,8 @@ def write_report(folder: Path, out: Path | None = None, overwrite: bool = False)
     bench folder; the plots are drawn into ``folder/plots/`` first. The files in ``folder`` are replaced by
     every report; an ``out`` file that exists is an error unless ``overwrite`` (it may be anything)."""
     folder = Path(folder)
-    if out is not None and not overwrite and Path(out).is_file():
-        raise MtlkitError(
-            f"{out} exists; pass --overwrite to replace it with the report, or name another file"
-        )
+    if out is not None and not Path(out).is_dir():  # a folder is its own error below
+        refuse_to_replace(Path(out), "the report", overwrite)
     kind = detect_kind(folder)
     if kind == "run":
         plots = run_plots(folder)

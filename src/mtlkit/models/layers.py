@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 from typing import cast
 
 import torch
@@ -192,6 +193,14 @@ class NumericProjection(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------- dense nets
+def activate(h: Tensor, modules: Sequence[nn.Module]) -> Tensor:
+    """``modules`` (an activation, a dropout: elementwise) applied in turn to h, the fresh output of a product:
+    a ReLU runs in place (autograd's ReLU saves its output, not its input, and nothing else reads h)."""
+    for module in modules:
+        h = torch.relu_(h) if isinstance(module, nn.ReLU) else module(h)
+    return h
+
+
 class MLP(nn.Sequential):
     """Linear -> [norm] -> activation -> [dropout], once per width in ``sizes`` (empty = identity).
 
@@ -271,14 +280,12 @@ class Experts(nn.Module):
             self.biases.append(nn.Parameter(torch.empty(num_experts, size).uniform_(-bound, bound)))
             width = size
         self.act = activation(activation_name)
-        #: ReLU runs in place on the fresh matmul output (autograd's ReLU saves its output, not its input).
-        self.inplace_relu = isinstance(self.act, nn.ReLU)
         self.dropout = nn.Dropout(check_fraction("dropout", dropout)) if dropout else nn.Identity()
-        self.has_dropout = bool(dropout)
+        #: what follows each layer's product (see :func:`activate`)
+        self._after: tuple[nn.Module, ...] = (self.act, self.dropout) if dropout else (self.act,)
 
     def _activate(self, h: Tensor) -> Tensor:
-        h = torch.relu_(h) if self.inplace_relu else self.act(h)
-        return self.dropout(h) if self.has_dropout else h
+        return activate(h, self._after)
 
     def forward(self, x: Tensor) -> Tensor:
         last = len(self.sizes) - 1
@@ -401,19 +408,19 @@ class TaskTowers(nn.Module):
             and len({in_dims[t] for t in self.task_names}) == 1
             and len(set(self.output_dims.values())) == 1
         )
-        #: per layer, every task's Linear (schema order), and the activation / dropout after it (None: last layer)
-        self._stack_layers: list[tuple[list[nn.Linear], nn.Module | None, nn.Module | None]] = []
+        #: per layer, every task's Linear (schema order) and the elementwise modules that follow it in the first
+        #: task's tower (activation, dropout; none after the head): the towers as :meth:`stacked` runs them
+        self._stack_layers: list[tuple[list[nn.Linear], tuple[nn.Module, ...]]] = []
         if self.stackable:
-            bodies = [cast(MLP, cast(nn.Sequential, self.towers[t])[0]) for t in self.task_names]
-            first = list(bodies[0])
-            for i, module in enumerate(first):
-                if isinstance(module, nn.Linear):
-                    after = first[i + 1 : i + 3]
-                    act = after[0]
-                    drop = after[1] if len(after) > 1 and isinstance(after[1], nn.Dropout) else None
-                    self._stack_layers.append(([cast(nn.Linear, body[i]) for body in bodies], act, drop))
-            heads = [cast(nn.Linear, cast(nn.Sequential, self.towers[t])[1]) for t in self.task_names]
-            self._stack_layers.append((heads, None, None))
+            # each tower flattened, in order: its MLP's layers, then the head
+            towers = [
+                [m for m in self.towers[t].modules() if not isinstance(m, nn.Sequential)]
+                for t in self.task_names
+            ]
+            starts = [i for i, m in enumerate(towers[0]) if isinstance(m, nn.Linear)]
+            for i, end in pairwise([*starts, len(towers[0])]):
+                linears = [cast(nn.Linear, tower[i]) for tower in towers]
+                self._stack_layers.append((linears, tuple(towers[0][i + 1 : end])))
 
     def forward(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
         raw: dict[str, Tensor] = {}
@@ -455,31 +462,23 @@ class TaskTowers(nn.Module):
         """
         if not self.stackable or extra:
             return self(tower_inputs_from(self.task_names, dict.fromkeys(self.task_names, x), extra))
-        (linears, act, drop), *rest = self._stack_layers
+        (linears, after), *rest = self._stack_layers
         weight = torch.cat([linear.weight for linear in linears])  # [T * out, in]
         bias = torch.cat([linear.bias for linear in linears])
-        h = self._activate(torch.addmm(bias, x, weight.t()), act, drop)  # [B, T * out]
+        h = activate(torch.addmm(bias, x, weight.t()), after)  # [B, T * out]
         return self._layers(h.view(x.shape[0], len(linears), -1).transpose(0, 1), rest)  # [T, B, out], a view
 
     def _layers(
-        self, h: Tensor, layers: list[tuple[list[nn.Linear], nn.Module | None, nn.Module | None]]
+        self, h: Tensor, layers: list[tuple[list[nn.Linear], tuple[nn.Module, ...]]]
     ) -> dict[str, Tensor]:
         """The tower ``layers`` on h [T, B, in], each one ``baddbmm`` with the tasks' weights stacked, then each
         task's logits ([B], or [B, K] for a multiclass task)."""
-        for linears, act, drop in layers:
+        for linears, after in layers:
             weight = torch.stack([linear.weight for linear in linears])  # [T, out, in]
             bias = torch.stack([linear.bias for linear in linears])  # [T, out]
-            h = self._activate(torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2)), act, drop)
+            h = activate(torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2)), after)
         rows = h.squeeze(-1) if h.shape[-1] == 1 else h  # [T, B] or [T, B, K]
         return dict(zip(self.task_names, rows.unbind(0), strict=True))
-
-    @staticmethod
-    def _activate(h: Tensor, act: nn.Module | None, drop: nn.Module | None) -> Tensor:
-        """The activation (none after the head) and dropout of a layer on its fresh product h."""
-        if act is not None:
-            # ReLU in place on the fresh product (autograd's ReLU saves its output), as Experts does
-            h = torch.relu_(h) if isinstance(act, nn.ReLU) else act(h)
-        return drop(h) if drop is not None else h
 
     def task_modules(self, task: str) -> list[nn.Module]:
         """The task's tower (``MultiTaskModel`` treats it as shared when ``task`` is in ``read_through``)."""
