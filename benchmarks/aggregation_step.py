@@ -8,11 +8,11 @@ One training step = forward of mtlkit's MMoE on a batch of 1024 rows, the T bina
 ``list_aggregators()`` is timed in both modes:
 
 * ``parameter``: per-task gradients of the shared parameters (embeddings + experts): one backward through the
-  towers (MMoE reports its gated mix, ``Output.mix``), then T vector-Jacobian products from the tower inputs (from
-  ``Output.shared`` with the mix's factors at the paper size, where no shared embedding feeds the gates), by
-  the engine's rule (``mtlkit.backward.jacobian_strategy``: one batched ``autograd.grad`` for up to 100,000
-  shared parameters, here the paper size; one per task above that on CPU, here the production size), then the
-  gates' backward;
+  towers and the gates (MMoE reports its gated mix, ``Output.mix``), then, at the paper size (numeric inputs: the
+  experts are all that is shared), the experts' closed form (``mtlkit.models.layers.ExpertsTrace``: one product
+  for all tasks); at the production size (shared embeddings) T vector-Jacobian products from the tower inputs,
+  by the engine's rule (``mtlkit.backward.jacobian_strategy``: one per task above 100,000 shared parameters on
+  CPU);
 * ``representation``: per-task gradients at ``Output.shared`` (the experts' outputs), through the gates and towers
   only (MMoE reports its gated mix, ``Output.mix``, so the engine forms them from one backward through the towers
   and an outer product with the gate weights), then one backward.
@@ -648,11 +648,11 @@ def docs_section(result: dict[str, Any]) -> str:
         f"`Adam(fused=True)` step; batch {result['batch_size']}, {result['threads']} threads) with each gradient "
         "aggregator, as a ratio to the equal-weight step (`static`) timed interleaved with it in the same rounds "
         "(median over rounds of the per-round ratio). `parameter`: per-task gradients of the shared parameters "
-        "(one backward through the towers, then T vector-Jacobian products from the tower inputs, or from "
-        "`Output.shared` with the mix's factors where no shared parameter bypasses it (the paper size: no "
-        "embedding feeds the gates): one batched "
-        "`autograd.grad` at the paper size, one per task at the production size, by the engine's size rule "
-        "`mtlkit.backward.jacobian_strategy`); `representation`: "
+        "(one backward through the towers and the gates, then at the paper size, where the experts are all that "
+        "is shared, their closed form for all tasks at once (`mtlkit.models.layers.ExpertsTrace`: one product), "
+        "at the production size, with shared embeddings, T vector-Jacobian products from the tower inputs, one "
+        "`autograd.grad` per task by the engine's size rule `mtlkit.backward.jacobian_strategy`); "
+        "`representation`: "
         "per-task gradients at "
         "`Output.shared` (through gates and towers only; MMoE reports its gated mix, `Output.mix`, so they are "
         "outer products of the gate weights with the gradient at the tower inputs, and a weighting is applied "

@@ -469,25 +469,59 @@ NUMERIC_SCHEMA = Schema((Feature("x", "numeric"), Feature("z", "numeric")), SCHE
 def test_parameter_mode_with_a_gated_mix_gives_the_generic_gradients(
     method: str, detach: bool, model_name: str, strategy: str, features: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Parameter mode with Output.mix: one backward through the towers, then the per-task products start at the
-    tower inputs (MMoE, OMoE, DSelect-k; CGC / PLE and read-through dependencies take the generic path), or at
-    Output.shared from the mix's factors where no shared parameter reaches the towers beside it (MMoE on numeric
-    inputs: no shared embedding feeds the gates); every parameter's gradient is that of the generic path,
-    batched or looped."""
+    """Parameter mode with Output.mix: one backward through the towers, then the per-task gradients of the
+    experts in closed form where they are all the shared parameters (MMoE, DSelect-k on numeric inputs:
+    ExpertsTrace), else the per-task products start at the tower inputs (MMoE, OMoE, DSelect-k; CGC / PLE and
+    read-through dependencies take the generic path), or at Output.shared from the mix's factors where no shared
+    parameter reaches the towers beside it; every parameter's gradient is that of the generic path, batched or
+    looped."""
     from mtlkit import backward as engine
+    from mtlkit.models.layers import ExpertsTrace
 
     monkeypatch.setattr(engine, "CPU_BATCHED_MAX_PARAMETERS", 10**9 if strategy == "batched" else 0)
     routes = _results(monkeypatch, engine, "_beside_shared")
+    closed = _results(monkeypatch, ExpertsTrace, "task_gradients")
     torch.manual_seed(0)
     schema = SCHEMA if features == "embedding" else NUMERIC_SCHEMA
     model = create_model(model_name, schema, detach_dependency=detach)
     via_mix = _representation_grads(model, method, with_mix=True, mode="parameter")
     generic = _representation_grads(model, method, with_mix=False, mode="parameter")
     _assert_same_grads(via_mix, generic)
+    # the closed form: the experts are all the shared parameters (no shared embedding; OMoE's one gate is shared)
+    closed_form = model_name in ("mmoe", "dselect_k") and features == "numeric" and detach
+    assert len(closed) == (1 if closed_form else 0)
     # beside Output.shared: OMoE's one gate is shared; MMoE's gates read the shared embedding when there is one;
     # DSelect-k's default gates are static (they read no input)
     beside_expected = {"mmoe": features == "embedding", "omoe": True, "dselect_k": False}
-    assert routes == ([beside_expected[model_name]] if model_name in beside_expected and detach else [])
+    beside = model_name in beside_expected and detach and not closed_form
+    assert routes == ([beside_expected[model_name]] if beside else [])
+
+
+@pytest.mark.parametrize("model_name", ["mmoe", "dselect_k"])
+@pytest.mark.parametrize("sizes", [(6,), (6, 4)])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+@pytest.mark.parametrize("method", ["mean", "mgda", "pcgrad"])
+def test_parameter_mode_takes_the_experts_closed_form_where_they_are_all_that_is_shared(
+    method: str, dropout: float, sizes: tuple[int, ...], model_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On numeric inputs the experts are every shared parameter: parameter mode takes their per-task gradients
+    from ExpertsTrace (once per step) and every parameter's gradient is that of the generic path, for deeper
+    experts and with dropout (the same masks: the forward is seeded); frozen expert weights void it."""
+    from mtlkit.models.layers import ExpertsTrace
+
+    closed = _results(monkeypatch, ExpertsTrace, "task_gradients")
+    torch.manual_seed(0)
+    model = create_model(model_name, NUMERIC_SCHEMA, expert_sizes=sizes, dropout=dropout).train()
+    torch.manual_seed(1)
+    via_trace = _representation_grads(model, method, with_mix=True, mode="parameter")
+    assert len(closed) == 1
+    torch.manual_seed(1)
+    generic = _representation_grads(model, method, with_mix=False, mode="parameter")
+    _assert_same_grads(via_trace, generic)
+    model.experts.weights[0].requires_grad_(False)
+    torch.manual_seed(1)
+    _representation_grads(model, method, with_mix=True, mode="parameter")
+    assert len(closed) == 1  # not all of the experts' parameters are shared ones now
 
 
 def test_the_walk_beside_output_shared_follows_other_outputs_of_its_node() -> None:

@@ -18,7 +18,10 @@ data declared on its class) and computes just that:
     gradient of the loss sum restricted to it, which no other task reaches). With a separable gated mix (see
     below) the T products start at the tower inputs, after one backward through the towers, or at
     ``Output.shared`` with the outer products below as cotangents when no shared parameter reaches the tower
-    inputs beside it (no shared embedding feeding the gates, say).
+    inputs beside it (no shared embedding feeding the gates, say), or, when the experts that computed
+    ``Output.shared`` are all the shared parameters and the mix carries their trace (``GatedMix.source``:
+    :class:`~mtlkit.models.layers.ExpertsTrace`), from the experts' closed form: one product per layer for all T
+    tasks, no autograd pass. The gates get their plain gradients in the backward through the towers.
   - ``representation`` (the MGDA-UB trick): of ``Output.shared`` (D = its size), through the task-specific
     part only. With d the aggregated direction there and g_i the rows, one backward with two roots,
     ``sum_i L_i`` and ``Output.shared`` with gradient ``d - sum_i g_i``, gives every parameter its plain gradient
@@ -49,6 +52,7 @@ from __future__ import annotations
 
 import logging
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -422,23 +426,15 @@ def _aggregate(
             f"has none; use a model with shared layers, or a loss weighting"
         )
     # a shared parameter beyond the mix would need its per-task gradients from the towers too: generic path
-    passed = _through_towers(losses, total, model, name, mix, shared, shared_ids)
+    # the private leaves behind the mix (the gates) get their plain gradients in the same backward
+    passed = _through_towers(losses, total, model, name, mix, shared, shared_ids, private)
     if passed is not None:
         assert mix is not None
         assert shared is not None
-        upstream, beyond = passed
+        upstream, _ = passed
         # the T vector-Jacobian products start at the tower inputs, each with its task's slice, not at the losses
         jacobian = _all_reduce_hook(_jacobian_from_inputs(model, mix, upstream, shared, shared_params, name))
         direction = aggregator(jacobian)
-        done = {id(x) for x in beyond}
-        behind = [p for p in private if id(p) not in done]
-        if behind:  # the gates: their plain gradients, from the tower inputs' gradient
-            torch.autograd.backward(
-                mix.inputs,
-                upstream,
-                inputs=behind,
-                retain_graph=penalty is not None and penalty.requires_grad,
-            )
     else:
         jacobian = _all_reduce_hook(task_jacobian(losses, shared_params, name))
         direction = aggregator(jacobian)
@@ -549,19 +545,25 @@ def _through_towers(
     mix: GatedMix | None,
     shared: Tensor | None,
     excluded: set[int],
+    behind: Sequence[Tensor] = (),
 ) -> tuple[Tensor, tuple[Tensor, ...]] | None:
     """One backward of ``total`` through the towers of a usable gated mix whose towers share no leaf with what
     lies behind the mix (and hold none of ``excluded``, by id): writes the gradients of the leaves beyond the
-    mix (towers, tower-only embeddings) and returns (d total / d mix.inputs, those leaves), whose slice t is
-    d L_t / d inputs[:, t]. None when the mix does not apply: then nothing was computed."""
+    mix (towers, tower-only embeddings) and of the leaves of ``behind`` that are not beyond it (the gates: they
+    reach the losses only through the tower inputs, so their share of the gradient of ``total`` is their plain
+    gradient), and returns (d total / d mix.inputs, the leaves beyond), whose slice t is d L_t / d inputs[:, t].
+    The graph is kept (vector-Jacobian products may start at the mix next). None when the mix does not apply:
+    then nothing was computed."""
     if shared is None or not _usable_mix(losses, shared, name, mix, model):
         return None
     assert mix is not None
     beyond = _beyond_mix(model, total, mix)
     if beyond is None or any(id(x) in excluded for x in beyond):
         return None
-    first = torch.autograd.grad(total, [mix.inputs, *beyond], allow_unused=True)
-    for leaf, grad in zip(beyond, first[1:], strict=True):
+    done = {id(x) for x in beyond}
+    leaves = [*beyond, *(x for x in behind if id(x) not in done)]
+    first = torch.autograd.grad(total, [mix.inputs, *leaves], allow_unused=True, retain_graph=True)
+    for leaf, grad in zip(leaves, first[1:], strict=True):
         if grad is not None:
             leaf.grad = grad if leaf.grad is None else leaf.grad + grad
     upstream = torch.zeros_like(mix.inputs) if first[0] is None else first[0]
@@ -585,6 +587,13 @@ def _jacobian_from_inputs(
     same rows, without differentiating the mix T times for cotangents that are zero but in one task's slice
     (measured in docs/decisions.md)."""
     t = upstream.shape[1]
+    source = mix.source
+    if source is not None and source.output is shared and _same(source.parameters, shared_params):
+        # the experts' closed form: one product per layer for all tasks (models.layers.ExpertsTrace)
+        found = dict(
+            zip(map(id, source.parameters), source.task_gradients(mix.weights, upstream), strict=True)
+        )
+        return torch.cat([found[id(p)].reshape(t, -1) for p in shared_params], dim=1)
     if not _beside_shared(model, mix, shared, shared_params):
         rows = GatedJacobian(mix.weights, upstream).dense()
         return vjp_rows(shared, rows.view(t, *shared.shape), list(shared_params), name)
@@ -592,6 +601,11 @@ def _jacobian_from_inputs(
     cotangents = upstream.new_zeros((t, *upstream.shape))
     cotangents[index, :, index, :] = upstream.transpose(0, 1)
     return vjp_rows(mix.inputs, cotangents, list(shared_params), name)
+
+
+def _same(first: Sequence[Tensor], second: Sequence[Tensor]) -> bool:
+    """Whether two lists hold the same tensors (by identity), in any order."""
+    return len(first) == len(second) and {id(x) for x in first} == {id(x) for x in second}
 
 
 def _beside_shared(model: nn.Module, mix: GatedMix, shared: Tensor, shared_params: list[Tensor]) -> bool:

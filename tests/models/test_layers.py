@@ -433,3 +433,77 @@ def test_stacked_towers_dropout_is_active_in_training_only() -> None:
     towers.train()
     c = towers.stacked(x, {})
     assert not all(torch.allclose(a[t], c[t]) for t in schema.task_names)
+
+
+def _trace_reference(
+    experts: Experts, x: torch.Tensor, weights: torch.Tensor, upstream: torch.Tensor
+) -> list:
+    """Row t of every parameter's per-task gradient by autograd: L_t = sum(upstream_t * (weights_t @ out))."""
+    out = experts(x)
+    mixed = torch.bmm(weights, out)  # [B, T, E] @ [B, E, d] -> [B, T, d], task t's tower input
+    params = [*experts.weights, *experts.biases]
+    rows = [
+        torch.autograd.grad((mixed[:, t] * upstream[:, t]).sum(), params, retain_graph=True)
+        for t in range(weights.shape[1])
+    ]
+    return [torch.stack([row[i] for row in rows]) for i in range(len(params))]
+
+
+@pytest.mark.parametrize("sizes", [(5,), (5, 3), (4, 6, 3)])
+@pytest.mark.parametrize("activation_name", ["relu", "identity"])
+@pytest.mark.parametrize("dropout", [0.0, 0.4])
+@pytest.mark.parametrize("tasks", [1, 3])
+def test_experts_trace_gives_every_task_gradient_of_the_experts(
+    sizes: tuple[int, ...], activation_name: str, dropout: float, tasks: int
+) -> None:
+    """ExpertsTrace's closed form equals T autograd gradients (float64, to 1e-12), for any depth, relu or
+    identity, with dropout in training (the same forward: the masks are read off the outputs)."""
+    torch.manual_seed(0)
+    experts = Experts(4, 7, sizes, activation_name, dropout).double().train()
+    x = torch.randn(11, 7, dtype=torch.float64)
+    weights = torch.softmax(torch.randn(11, tasks, 4, dtype=torch.float64), dim=-1)
+    upstream = torch.randn(11, tasks, sizes[-1], dtype=torch.float64)
+    torch.manual_seed(1)
+    out = experts(x)
+    trace = experts.pop_trace(out)
+    assert trace is not None
+    assert trace.output is out
+    got = trace.task_gradients(weights, upstream)
+    torch.manual_seed(1)  # the same dropout masks
+    expected = _trace_reference(experts, x, weights, upstream)
+    assert [g.shape for g in got] == [(tasks, *p.shape) for p in trace.parameters]
+    assert [id(p) for p in trace.parameters] == [id(p) for p in experts.parameters()]
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, atol=1e-12, rtol=1e-10)
+        assert not g.requires_grad
+    if dropout and activation_name == "relu":  # the masks mattered: without them the gradients differ
+        torch.manual_seed(2)
+        other = _trace_reference(experts, x, weights, upstream)
+        assert any(not torch.allclose(g, o) for g, o in zip(got, other, strict=True))
+
+
+def _traced(experts: Experts, x: torch.Tensor) -> bool:
+    out = experts(x)
+    return experts.pop_trace(out) is not None
+
+
+def test_experts_trace_only_where_the_closed_form_holds() -> None:
+    """A trace needs a shared input that needs no gradient, relu or identity, gradients being recorded, and the
+    output the call returned (a forward hook that replaces it voids the trace); pop_trace drops the record."""
+    torch.manual_seed(0)
+    experts = Experts(3, 4, (5,))
+    x = torch.randn(6, 4)
+    assert _traced(experts, x)
+    out = experts(x)
+    assert experts.pop_trace(out + 0) is None  # another tensor than the call's output
+    assert experts.pop_trace(out) is None  # dropped by the first pop
+    assert not _traced(experts, x.clone().requires_grad_())  # the input needs a gradient
+    with torch.no_grad():
+        assert not _traced(experts, x)
+    assert not _traced(experts, torch.randn(6, 3, 4))  # per-expert inputs
+    assert not _traced(Experts(3, 4, (5,), "gelu"), x)
+    assert _traced(Experts(3, 4, (5,), "identity"), x)
+    handle = experts.register_forward_hook(lambda module, inputs, output: output.detach())
+    assert not _traced(experts, x)
+    handle.remove()
+    assert _traced(experts, x)

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from mtlkit.data.table import Batch
 from mtlkit.errors import SchemaError
-from mtlkit.models.layers import TaskTowers
+from mtlkit.models.layers import ExpertsTrace, TaskTowers
 from mtlkit.schema import Schema
 
 
@@ -49,6 +49,10 @@ class GatedMix:
 
     weights: Tensor
     inputs: Tensor
+    #: the experts call that computed ``Output.shared``, where its parameters' per-task gradients have a closed
+    #: form (parameter mode uses it instead of T vector-Jacobian products when those are all the shared
+    #: parameters); None elsewhere
+    source: ExpertsTrace | None = None
 
 
 @dataclass

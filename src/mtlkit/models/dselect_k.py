@@ -177,6 +177,7 @@ class DSelectK(MultiTaskModel):
     def compute(self, categorical: Tensor, numeric: Tensor) -> Output:
         x, extra = self.embedding(categorical, numeric)
         experts = self.experts(x)  # [B, E, d]
+        trace = self.experts.pop_trace(experts)
         gates: dict[str, Tensor] = {}
         entropies: list[Tensor] = []
         keep_entropy = self.per_example and self.training and self.entropy_weight > 0
@@ -194,7 +195,7 @@ class DSelectK(MultiTaskModel):
         stacked = torch.stack([gates[t] for t in names], dim=1)  # [B, T, E]
         mixed = mix(stacked, experts)  # every task's gated sum in one batched matmul: [B, T, d]
         logits = self.towers.stacked(mixed, extra)
-        return Output(logits=logits, shared=experts, gates=gates, mix=GatedMix(stacked, mixed))
+        return Output(logits=logits, shared=experts, gates=gates, mix=GatedMix(stacked, mixed, trace))
 
     def entropy(self) -> Tensor:
         """Sum over tasks and selectors of each selector's entropy (static gate), or the last training batch's

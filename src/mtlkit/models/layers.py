@@ -279,15 +279,49 @@ class Experts(nn.Module):
             self.weights.append(nn.Parameter(weight))
             self.biases.append(nn.Parameter(torch.empty(num_experts, size).uniform_(-bound, bound)))
             width = size
+        self.activation_name = activation_name
         self.act = activation(activation_name)
         self.dropout = nn.Dropout(check_fraction("dropout", dropout)) if dropout else nn.Identity()
         #: what follows each layer's product (see :func:`activate`)
         self._after: tuple[nn.Module, ...] = (self.act, self.dropout) if dropout else (self.act,)
+        self._trace: ExpertsTrace | None = None  # the last call's, until pop_trace takes it
 
     def _activate(self, h: Tensor) -> Tensor:
         return activate(h, self._after)
 
     def forward(self, x: Tensor) -> Tensor:
+        # the record goes straight into __dict__: nn.Module.__setattr__ costs ~1.5 us a call
+        if not self._traceable(x):
+            self.__dict__["_trace"] = None
+            return self._layers(x, None)
+        outputs: list[Tensor] = []
+        out = self._layers(x, outputs)
+        self.__dict__["_trace"] = ExpertsTrace(self, x, out, tuple(outputs))
+        return out
+
+    def _traceable(self, x: Tensor) -> bool:
+        """Whether the per-task gradients of this call's parameters have the closed form of
+        :class:`ExpertsTrace`: a shared input x [B, in] that needs no gradient, activation relu or identity,
+        gradients being recorded, not under torch.export / torch.compile."""
+        return (
+            x.dim() == 2
+            and not x.requires_grad
+            and torch.is_grad_enabled()
+            and self.activation_name in _TRACEABLE_ACTIVATIONS
+            and not torch.compiler.is_compiling()
+        )
+
+    def pop_trace(self, output: Tensor) -> ExpertsTrace | None:
+        """The :class:`ExpertsTrace` of the last call if it returned ``output`` (a forward hook that replaced the
+        output changed what the closed form describes), else None; the call's record is dropped either way (it
+        holds the call's input and activations)."""
+        trace = self._trace
+        self.__dict__["_trace"] = None
+        return trace if trace is not None and trace.output is output else None
+
+    def _layers(self, x: Tensor, outputs: list[Tensor] | None) -> Tensor:
+        """The experts on x; each layer's activated output is appended to ``outputs`` when given (layer 0 with a
+        shared input: [B, E*out]; any other layer: [E, B, out])."""
         last = len(self.sizes) - 1
         h = x
         for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
@@ -295,6 +329,8 @@ class Experts(nn.Module):
                 # shared input: [B, in] @ [in, E*out] in one GEMM; the reshape is a view of weights[0]'s memory
                 flat = weight.transpose(0, 1).reshape(weight.shape[1], -1)
                 h = self._activate(torch.addmm(bias.reshape(-1), x, flat))
+                if outputs is not None:
+                    outputs.append(h)
                 h = h.view(x.shape[0], self.num_experts, -1)  # [B, E, out]
                 if layer == last:
                     return h
@@ -304,7 +340,96 @@ class Experts(nn.Module):
                     h = x.transpose(0, 1)  # per-expert input [B, E, in] -> [E, B, in], a view
                 # [E, B, in] @ [E, in, out] + b, batched over experts
                 h = self._activate(torch.baddbmm(bias.unsqueeze(1), h, weight))
+                if outputs is not None:
+                    outputs.append(h)
         return h.transpose(0, 1)
+
+
+#: Activations whose derivative :class:`ExpertsTrace` reads off the activated output (relu: 1 where it is > 0).
+_TRACEABLE_ACTIVATIONS = ("relu", "identity")
+
+
+class ExpertsTrace:
+    """The per-task gradients of an :class:`Experts` call's parameters in closed form, for the backward engine's
+    parameter mode (``GatedMix.source``): one batched product per layer for all T tasks at once, instead of T
+    vector-Jacobian products through autograd.
+
+    The call had a shared input x [B, in] that needs no gradient and returned out [B, E, d]. Given a gated mix's
+    gate weights w [B, T, E] and the gradient u [B, T, d] of the losses at the towers' inputs (slice t: of L_t
+    alone), task t's gradient at out is G_t[b, e] = w[b, t, e] u[b, t] (the mix's outer product), and back
+    through layer l (z = a_{l-1} W_l[e] + b_l[e], a_l = drop(act(z))), with all tasks folded into the columns,
+    layout [E, B, T, h]::
+
+        dZ_l = G_l * act'(z) * keep / (1 - p)   (relu: 1 where a_l > 0; identity: 1 where kept; read off a_l)
+        dW_l[t, e] = a_{l-1}[e]^T dZ_l[e, :, t]     db_l[t, e] = sum_b dZ_l[e, b, t]
+        G_{l-1}[e, :, t] = dZ_l[e, :, t] W_l[e]^T                          (a_{-1} = x for every expert)
+
+    Dropout (p > 0, training) is read off the output too: a kept unit of a relu layer is > 0 exactly where its
+    pre-activation is; an identity layer's kept units are those not exactly 0 (a pre-activation of exactly 0
+    counts as dropped: its gradient is then 0 instead of 1 / (1 - p), a measure-zero event).
+    """
+
+    def __init__(self, experts: Experts, x: Tensor, output: Tensor, outputs: tuple[Tensor, ...]) -> None:
+        self.experts = experts
+        self.x = x
+        #: the tensor the call returned ([B, E, d]: a model's Output.shared)
+        self.output = output
+        self.outputs = outputs
+        p = experts.dropout.p if isinstance(experts.dropout, nn.Dropout) and experts.training else 0.0
+        self.scale = 1.0 / (1.0 - p)
+        self.dropped = p > 0
+
+    @property
+    def parameters(self) -> tuple[Tensor, ...]:
+        """The parameters whose gradients :meth:`task_gradients` returns, in that order."""
+        return (*self.experts.weights, *self.experts.biases)
+
+    def _derivative(self, grad: Tensor, out: Tensor) -> Tensor:
+        """grad (contiguous, overwritten) times the activation's (and dropout's) derivative read off ``out``, a
+        view that broadcasts to it over the tasks."""
+        wide = out.expand_as(grad)
+        if self.experts.activation_name == "relu":  # 0 where out <= 0
+            torch.ops.aten.threshold_backward.grad_input(grad, wide, 0.0, grad_input=grad)
+        elif self.dropped:
+            grad.mul_(wide != 0)
+        return grad.mul_(self.scale) if self.dropped else grad
+
+    @torch.no_grad()
+    def task_gradients(self, weights: Tensor, upstream: Tensor) -> list[Tensor]:
+        """[T, *p.shape] for each of :attr:`parameters`: row t is d L_t / d p, from the gate weights
+        ``weights`` [B, T, E] and the gradient ``upstream`` [B, T, d] at the towers' inputs (no graph is
+        recorded)."""
+        experts = self.experts
+        b, t, e = weights.shape
+        grad = weights.unsqueeze(3) * upstream.unsqueeze(2)  # [B, T, E, d]
+        if len(experts.sizes) == 1:
+            # one layer: [B, T*E*d] as it is, one GEMM x^T [in, B] @ [B, T*E*d] for every task and expert
+            width = experts.out_dim
+            dz = self._derivative(grad, self.outputs[0].view(b, 1, e, width)).view(b, -1)
+            grad_w = torch.mm(self.x.t(), dz).view(-1, t, e, width).permute(1, 2, 0, 3)  # [T, E, in, d]
+            return [grad_w, dz.sum(0).view(t, e, width)]
+        grads_w: list[Tensor] = []
+        grads_b: list[Tensor] = []
+        grad = grad.permute(2, 0, 1, 3).contiguous()  # [E, B, T, d]: every layer's product is batched over E
+        for layer in range(len(experts.sizes) - 1, -1, -1):
+            out = self.outputs[layer]
+            width = out.shape[-1] if layer else out.shape[-1] // e
+            if layer == 0:
+                out = out.view(b, e, width).transpose(0, 1)
+            dz = self._derivative(grad, out.unsqueeze(2)).view(e, b, t * width)
+            below = self.x.t().expand(e, -1, -1) if layer == 0 else self.outputs[layer - 1]
+            if layer == 1:
+                below = below.view(b, e, -1).transpose(0, 1)
+            if layer > 0:
+                below = below.transpose(1, 2)
+            # [E, in, B] @ [E, B, T*h] -> [E, in, T, h] -> [T, E, in, h]
+            grads_w.append(torch.bmm(below, dz).view(e, -1, t, width).permute(2, 0, 1, 3))
+            grads_b.append(dz.view(e, b, t, width).sum(1).transpose(0, 1))  # [T, E, h]
+            if layer > 0:
+                # [E, B*T, h] @ [E, h, h'] -> the gradient at the layer's input, [E, B, T, h']
+                weight = experts.weights[layer]
+                grad = torch.bmm(dz.view(e, b * t, width), weight.transpose(1, 2)).view(e, b, t, -1)
+        return [*reversed(grads_w), *reversed(grads_b)]
 
 
 def _softmax_gates(weight: Tensor, bias: Tensor, x: Tensor, groups: int) -> Tensor:

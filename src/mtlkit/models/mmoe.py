@@ -44,12 +44,13 @@ class MMoE(MultiTaskModel):
     def compute(self, categorical: Tensor, numeric: Tensor) -> Output:
         x, extra = self.embedding(categorical, numeric)
         experts = self.experts(x)  # [B, E, d]
+        trace = self.experts.pop_trace(experts)
         weights = self.gates(x)  # [B, T, E]: every task's gate in one matmul
         mixed = mix(weights, experts)  # [B, T, d]: every task's gated sum in one batched matmul
         names = self.schema.task_names
         gates = dict(zip(names, weights.unbind(1), strict=True))
         logits = self.towers.stacked(mixed, extra)
-        return Output(logits=logits, shared=experts, gates=gates, mix=GatedMix(weights, mixed))
+        return Output(logits=logits, shared=experts, gates=gates, mix=GatedMix(weights, mixed, trace))
 
     def task_modules(self, task: str) -> list[nn.Module]:
         return [self.gates[task], *self.towers.task_modules(task), *self.embedding.task_modules(task)]
