@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from mtlkit import Feature, MtlkitError, Schema, Task
 from mtlkit.models import MultiTaskModel, create_model, list_models, model_parameters
 from mtlkit.models.base import Output
+from mtlkit.models.layers import Experts
 
 MODELS = list_models()
 
@@ -40,9 +41,8 @@ SCHEMAS = {"two_binary": TWO, "five_mixed": FIVE}
 
 def _batch(schema: Schema, size: int = 16, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
     g = torch.Generator().manual_seed(seed)
-    cat = torch.stack(
-        [torch.randint(0, f.vocab_size or 1, (size,), generator=g) for f in schema.categorical], 1
-    )
+    codes = [torch.randint(0, f.vocab_size or 1, (size,), generator=g) for f in schema.categorical]
+    cat = torch.stack(codes, 1) if codes else torch.zeros(size, 0, dtype=torch.long)
     num = torch.randn(size, len(schema.numeric_columns), generator=g)
     labels = []
     for t in schema.tasks:
@@ -184,6 +184,20 @@ def test_shared_representation_carries_every_tasks_gradient(name: str, config: s
         (grad,) = torch.autograd.grad(loss, out.shared, retain_graph=True, allow_unused=True)
         assert grad is not None, f"task {task!r} does not depend on Output.shared"
         assert grad.abs().sum() > 0, f"task {task!r} gets zero gradient at Output.shared"
+
+
+def test_no_module_keeps_a_call_of_its_experts_after_the_forward(name: str) -> None:
+    """Experts record a training call (ExpertsTrace: its input and activations) only for a model that reports it
+    in GatedMix.source, which takes it at once: after the forward no module holds a call's tensors. Numeric
+    inputs, so that every Experts could record one."""
+    schema = Schema((Feature("price", "numeric"), Feature("age", "numeric")), TWO.tasks)
+    model = _model(name, schema).train()
+    cat, num, _ = _batch(schema)
+    out = model.compute(cat, num)
+    assert all(m._trace is None for m in model.modules() if isinstance(m, Experts))
+    source = None if out.mix is None else out.mix.source
+    assert (source is not None) == (name in ("mmoe", "dselect_k"))
+    assert source is None or source.output is out.shared
 
 
 def test_eval_mode_is_deterministic(name: str) -> None:

@@ -459,7 +459,7 @@ def test_experts_trace_gives_every_task_gradient_of_the_experts(
     """ExpertsTrace's closed form equals T autograd gradients (float64, to 1e-12), for any depth, relu or
     identity, with dropout in training (the same forward: the masks are read off the outputs)."""
     torch.manual_seed(0)
-    experts = Experts(4, 7, sizes, activation_name, dropout).double().train()
+    experts = Experts(4, 7, sizes, activation_name, dropout, record_trace=True).double().train()
     x = torch.randn(11, 7, dtype=torch.float64)
     weights = torch.softmax(torch.randn(11, tasks, 4, dtype=torch.float64), dim=-1)
     upstream = torch.randn(11, tasks, sizes[-1], dtype=torch.float64)
@@ -488,11 +488,13 @@ def _traced(experts: Experts, x: torch.Tensor) -> bool:
 
 
 def test_experts_trace_only_where_the_closed_form_holds() -> None:
-    """A trace needs a shared input that needs no gradient, relu or identity, gradients being recorded, and the
-    output the call returned (a forward hook that replaces it voids the trace); pop_trace drops the record."""
+    """A trace is recorded only when asked for, and needs a shared input that needs no gradient, relu or
+    identity, gradients being recorded, and the output the call returned (a forward hook that replaces it voids
+    the trace); pop_trace drops the record."""
     torch.manual_seed(0)
-    experts = Experts(3, 4, (5,))
     x = torch.randn(6, 4)
+    assert not _traced(Experts(3, 4, (5,)), x)
+    experts = Experts(3, 4, (5,), record_trace=True)
     assert _traced(experts, x)
     out = experts(x)
     assert experts.pop_trace(out + 0) is None  # another tensor than the call's output
@@ -501,8 +503,8 @@ def test_experts_trace_only_where_the_closed_form_holds() -> None:
     with torch.no_grad():
         assert not _traced(experts, x)
     assert not _traced(experts, torch.randn(6, 3, 4))  # per-expert inputs
-    assert not _traced(Experts(3, 4, (5,), "gelu"), x)
-    assert _traced(Experts(3, 4, (5,), "identity"), x)
+    assert not _traced(Experts(3, 4, (5,), "gelu", record_trace=True), x)
+    assert _traced(Experts(3, 4, (5,), "identity", record_trace=True), x)
     handle = experts.register_forward_hook(lambda module, inputs, output: output.detach())
     assert not _traced(experts, x)
     handle.remove()

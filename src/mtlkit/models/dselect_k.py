@@ -163,7 +163,7 @@ class DSelectK(MultiTaskModel):
         self.expert_sizes = check_sizes("expert_sizes", expert_sizes, allow_empty=False)
         self.embedding = FeatureEmbedding(schema, numeric_dim)
         in_dim = self.embedding.shared_dim
-        self.experts = Experts(num_experts, in_dim, self.expert_sizes, activation, dropout)
+        self.experts = Experts(num_experts, in_dim, self.expert_sizes, activation, dropout, record_trace=True)
         self.gates = nn.ModuleDict(
             {
                 t: DSelectKGate(num_experts, k, self.gamma, in_dim if self.per_example else None)

@@ -260,10 +260,14 @@ class Experts(nn.Module):
         sizes: Sequence[int],
         activation_name: str = "relu",
         dropout: float = 0.0,
+        record_trace: bool = False,
     ) -> None:
         super().__init__()
         if num_experts < 1:
             raise ValueError(f"num_experts must be >= 1, got {num_experts}")
+        #: whether a training call records its :class:`ExpertsTrace` for :meth:`pop_trace` (a model that reports
+        #: it in ``GatedMix.source`` asks for it; nobody else should hold the call's tensors)
+        self.record_trace = record_trace
         self.sizes = check_sizes("expert sizes", sizes, allow_empty=False)
         self.num_experts = num_experts
         self.in_dim = in_dim
@@ -300,11 +304,12 @@ class Experts(nn.Module):
         return out
 
     def _traceable(self, x: Tensor) -> bool:
-        """Whether the per-task gradients of this call's parameters have the closed form of
-        :class:`ExpertsTrace`: a shared input x [B, in] that needs no gradient, activation relu or identity,
-        gradients being recorded, not under torch.export / torch.compile."""
+        """Whether to record this call's :class:`ExpertsTrace`: asked for (``record_trace``), and the per-task
+        gradients of its parameters have that closed form: a shared input x [B, in] that needs no gradient,
+        activation relu or identity, gradients being recorded, not under torch.export / torch.compile."""
         return (
-            x.dim() == 2
+            self.record_trace
+            and x.dim() == 2
             and not x.requires_grad
             and torch.is_grad_enabled()
             and self.activation_name in _TRACEABLE_ACTIVATIONS

@@ -36,7 +36,9 @@ class MMoE(MultiTaskModel):
     ) -> None:
         super().__init__(schema)
         self.embedding = FeatureEmbedding(schema, numeric_dim)
-        self.experts = Experts(num_experts, self.embedding.shared_dim, expert_sizes, activation, dropout)
+        self.experts = Experts(
+            num_experts, self.embedding.shared_dim, expert_sizes, activation, dropout, record_trace=True
+        )
         self.gates = TaskGates(schema.task_names, self.embedding.shared_dim, num_experts)
         in_dims = {t: self.experts.out_dim + self.embedding.tower_dims[t] for t in schema.task_names}
         self.towers = TaskTowers(schema, in_dims, tower_sizes, activation, dropout, norm, detach_dependency)
