@@ -593,7 +593,12 @@ def _jacobian_from_inputs(
         found = dict(
             zip(map(id, source.parameters), source.task_gradients(mix.weights, upstream), strict=True)
         )
-        return torch.cat([found[id(p)].reshape(t, -1) for p in shared_params], dim=1)
+        jacobian = upstream.new_empty((t, sum(p.numel() for p in shared_params)))
+        offset = 0
+        for p in shared_params:  # each piece copied once, straight into its columns (no reshape, then cat)
+            jacobian[:, offset : offset + p.numel()].view(t, *p.shape).copy_(found[id(p)])
+            offset += p.numel()
+        return jacobian
     if not _beside_shared(model, mix, shared, shared_params):
         rows = GatedJacobian(mix.weights, upstream).dense()
         return vjp_rows(shared, rows.view(t, *shared.shape), list(shared_params), name)
