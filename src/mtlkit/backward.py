@@ -180,24 +180,37 @@ def _usable_mix(
 
 
 @dataclass
-class _Beyond:
-    """What _beyond_mix found for a model: its parameters at the time, which of them were trainable, and the
-    leaves beyond its gated mix (None: not separable)."""
+class _Record:
+    """What the engine found out about a model, kept while which of its parameters are trainable stays the same
+    (the architecture fixes the rest: a model must not gain parameters after its first step). Each field is
+    filled the first time a step asks for it."""
 
     parameters: tuple[nn.Parameter, ...]
     trainable: tuple[bool, ...]
-    leaves: tuple[Tensor, ...] | None
+    #: (``model.shared_parameters()``, the other trainable parameters, the shared ones' ids)
+    split: tuple[list[Tensor], list[Tensor], set[int]] | None = None
+    #: whether the graph was walked for ``beyond``: the leaves beyond the model's gated mix (None: not separable)
+    walked: bool = False
+    beyond: tuple[Tensor, ...] | None = None
     #: ids of the leaves that reach the tower inputs other than through Output.shared (the gates, PLE's task
     #: experts...), found the first time parameter mode asks (see _jacobian_from_inputs)
     beside_shared: frozenset[int] | None = None
 
 
-_BEYOND: weakref.WeakKeyDictionary[nn.Module, _Beyond] = weakref.WeakKeyDictionary()
+_RECORDS: weakref.WeakKeyDictionary[nn.Module, _Record] = weakref.WeakKeyDictionary()
 
 
 def _trainable(parameters: tuple[nn.Parameter, ...]) -> tuple[bool, ...]:
-    """Which of ``parameters`` are trainable: the engine's per-model records are redone when this changes."""
     return tuple(p.requires_grad for p in parameters)
+
+
+def _record(model: nn.Module) -> _Record:
+    """The engine's record of ``model``, started afresh when which of its parameters are trainable changed."""
+    record = _RECORDS.get(model)
+    if record is None or _trainable(record.parameters) != record.trainable:
+        parameters = tuple(model.parameters())
+        record = _RECORDS[model] = _Record(parameters, _trainable(parameters))
+    return record
 
 
 def _leaves(root: Node | None, stop: Node | None, output: int | None = None) -> set[Tensor]:
@@ -221,47 +234,28 @@ def _leaves(root: Node | None, stop: Node | None, output: int | None = None) -> 
 def _beyond_mix(model: nn.Module, total: Tensor, mix: GatedMix) -> tuple[Tensor, ...] | None:
     """The leaves (tower parameters, tower-only embeddings...) that the losses reach without passing through
     ``mix.inputs``, or None when one of them is also behind ``mix.inputs`` (then the towers' gradients cannot be
-    taken apart from the rest). Found by walking the graph once per model, again when which of its parameters
-    are trainable changes: the architecture fixes it (a model must not gain parameters after its first step)."""
-    cached = _BEYOND.get(model)
-    if cached is not None and _trainable(cached.parameters) == cached.trainable:
-        return cached.leaves
-    stop = mix.inputs.grad_fn
-    beyond = _leaves(total.grad_fn, stop)
-    behind = {id(x) for x in _leaves(stop, None)}
-    leaves = None if any(id(x) in behind for x in beyond) else tuple(beyond)
-    parameters = tuple(model.parameters())
-    _BEYOND[model] = _Beyond(parameters, _trainable(parameters), leaves)
-    return leaves
-
-
-@dataclass
-class _Split:
-    """A model's shared and private trainable parameters, and which of its parameters were trainable then."""
-
-    parameters: tuple[nn.Parameter, ...]
-    trainable: tuple[bool, ...]
-    shared: list[Tensor]
-    private: list[Tensor]
-    shared_ids: set[int]
-
-
-_SPLITS: weakref.WeakKeyDictionary[nn.Module, _Split] = weakref.WeakKeyDictionary()
+    taken apart from the rest). Found by walking the graph once per model record (:func:`_record`)."""
+    record = _record(model)
+    if not record.walked:
+        stop = mix.inputs.grad_fn
+        beyond = _leaves(total.grad_fn, stop)
+        behind = {id(x) for x in _leaves(stop, None)}
+        record.beyond = None if any(id(x) in behind for x in beyond) else tuple(beyond)
+        record.walked = True
+    return record.beyond
 
 
 def _parameter_split(model: nn.Module) -> tuple[list[Tensor], list[Tensor], set[int]]:
     """(``model.shared_parameters()``, the other trainable parameters, the shared ones' ids), found once per model
-    and again when which of its parameters are trainable changes, as the leaves beyond a mix are: walking the
-    module tree for them took 0.28 ms of a 2.3 ms step at the MMoE paper's size."""
-    cached = _SPLITS.get(model)
-    if cached is not None and _trainable(cached.parameters) == cached.trainable:
-        return cached.shared, cached.private, cached.shared_ids
-    shared: list[Tensor] = list(model.shared_parameters())  # type: ignore[operator]
-    shared_ids = {id(p) for p in shared}
-    parameters = tuple(model.parameters())
-    private: list[Tensor] = [p for p in parameters if p.requires_grad and id(p) not in shared_ids]
-    _SPLITS[model] = _Split(parameters, _trainable(parameters), shared, private, shared_ids)
-    return shared, private, shared_ids
+    record (:func:`_record`): walking the module tree for them took 0.28 ms of a 2.3 ms step at the MMoE paper's
+    size."""
+    record = _record(model)
+    if record.split is None:
+        shared: list[Tensor] = list(model.shared_parameters())  # type: ignore[operator]
+        shared_ids = {id(p) for p in shared}
+        private: list[Tensor] = [p for p in record.parameters if p.requires_grad and id(p) not in shared_ids]
+        record.split = (shared, private, shared_ids)
+    return record.split
 
 
 #: On CPU, per-task gradients of more shared parameters than this are computed with one backward per task: there
@@ -397,11 +391,10 @@ def _aggregate(
             assert mix is not None
             _backward_through_mix(node, mix, aggregator, total, penalty)
             return total.detach()
-        passed = _through_towers(losses, total, model, name, mix, rep, set())
-        if passed is not None:
+        upstream = _through_towers(losses, total, model, name, mix, rep, set())
+        if upstream is not None:
             # the backward below starts at the tower inputs instead of going through the towers again
             assert mix is not None
-            upstream = passed[0]
             direction = aggregator.shifted(GatedJacobian(mix.weights, upstream), 0.0, _all_reduce_gram)
             roots, grads = [rep], [direction.reshape(rep.shape).to(rep.dtype)]
             if mix.weights.requires_grad:  # the gates' plain gradient through inputs = weights @ shared
@@ -427,11 +420,10 @@ def _aggregate(
         )
     # a shared parameter beyond the mix would need its per-task gradients from the towers too: generic path
     # the private leaves behind the mix (the gates) get their plain gradients in the same backward
-    passed = _through_towers(losses, total, model, name, mix, shared, shared_ids, private)
-    if passed is not None:
+    upstream = _through_towers(losses, total, model, name, mix, shared, shared_ids, private)
+    if upstream is not None:
         assert mix is not None
         assert shared is not None
-        upstream, _ = passed
         # the T vector-Jacobian products start at the tower inputs, each with its task's slice, not at the losses
         jacobian = _all_reduce_hook(_jacobian_from_inputs(model, mix, upstream, shared, shared_params, name))
         direction = aggregator(jacobian)
@@ -546,12 +538,12 @@ def _through_towers(
     shared: Tensor | None,
     excluded: set[int],
     behind: Sequence[Tensor] = (),
-) -> tuple[Tensor, tuple[Tensor, ...]] | None:
+) -> Tensor | None:
     """One backward of ``total`` through the towers of a usable gated mix whose towers share no leaf with what
     lies behind the mix (and hold none of ``excluded``, by id): writes the gradients of the leaves beyond the
     mix (towers, tower-only embeddings) and of the leaves of ``behind`` that are not beyond it (the gates: they
     reach the losses only through the tower inputs, so their share of the gradient of ``total`` is their plain
-    gradient), and returns (d total / d mix.inputs, the leaves beyond), whose slice t is d L_t / d inputs[:, t].
+    gradient), and returns d total / d mix.inputs, whose slice t is d L_t / d inputs[:, t].
     The graph is kept (vector-Jacobian products may start at the mix next). None when the mix does not apply:
     then nothing was computed."""
     if shared is None or not _usable_mix(losses, shared, name, mix, model):
@@ -566,8 +558,7 @@ def _through_towers(
     for leaf, grad in zip(leaves, first[1:], strict=True):
         if grad is not None:
             leaf.grad = grad if leaf.grad is None else leaf.grad + grad
-    upstream = torch.zeros_like(mix.inputs) if first[0] is None else first[0]
-    return upstream, beyond
+    return torch.zeros_like(mix.inputs) if first[0] is None else first[0]
 
 
 def _jacobian_from_inputs(
@@ -614,9 +605,9 @@ def _same(first: Sequence[Tensor], second: Sequence[Tensor]) -> bool:
 
 
 def _beside_shared(model: nn.Module, mix: GatedMix, shared: Tensor, shared_params: list[Tensor]) -> bool:
-    """Whether a shared parameter reaches ``mix.inputs`` other than through ``shared`` (walked once per model,
-    with _beyond_mix's record, which _through_towers made this step)."""
-    record = _BEYOND[model]
+    """Whether a shared parameter reaches ``mix.inputs`` other than through ``shared`` (walked once per model
+    record, :func:`_record`)."""
+    record = _record(model)
     if record.beside_shared is None:
         # stop at the edge into shared itself, not at its node: another output of that node (a split) leads beside
         beside = _leaves(mix.inputs.grad_fn, shared.grad_fn, shared.output_nr)

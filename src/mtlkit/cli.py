@@ -203,12 +203,16 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_chunk_rows(value: int) -> None:
+    if value < 1:
+        raise MtlkitError(f"--chunk-rows must be >= 1, got {value}")
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from mtlkit.training.file_metrics import evaluate_file
     from mtlkit.training.run import build_splits, evaluate_run, load_run
 
-    if args.chunk_rows < 1:
-        raise MtlkitError(f"--chunk-rows must be >= 1, got {args.chunk_rows}")
+    _check_chunk_rows(args.chunk_rows)
     run = load_run(args.run)
     if args.data:
         results = {Path(args.data).name: evaluate_file(run, args.data, chunk_rows=args.chunk_rows)}
@@ -226,8 +230,7 @@ def _predict(args: argparse.Namespace) -> int:
     from mtlkit.training.predict import predict_file
     from mtlkit.training.run import load_run
 
-    if args.chunk_rows < 1:
-        raise MtlkitError(f"--chunk-rows must be >= 1, got {args.chunk_rows}")
+    _check_chunk_rows(args.chunk_rows)
     output = Path(args.output)
     refuse_to_replace(output, "the predictions", args.overwrite)
     run = load_run(args.run)

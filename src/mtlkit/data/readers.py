@@ -343,13 +343,25 @@ def read_table(
         for note in inference_notes(arrow, schema, origin):
             print(f"# check: {note}", file=stream)
     else:
-        header = available_columns(path, delimiter, column_names)
-        needed = needed_columns(schema, require_labels)
-        require_columns(header, needed, Origin(str(path)), hint=COLUMN_HINT)
-        # label / value columns a prediction file lacks are left out; those it has are read (and checked)
-        wanted = [c for c in schema.source_columns if c in needed or c in header]
+        wanted = schema_columns(path, schema, require_labels, delimiter, column_names)
         arrow, origin = read_arrow(path, wanted, delimiter=delimiter, column_names=column_names)
     return Table.from_arrow(arrow, schema, encoders=encoders, origin=origin, require_labels=require_labels)
+
+
+def schema_columns(
+    path: str | Path,
+    schema: Schema,
+    require_labels: bool = True,
+    delimiter: str | None = None,
+    column_names: Sequence[str] | None = None,
+) -> list[str]:
+    """The columns of the file to read for ``schema``, from its header alone: every column the schema needs (an
+    error naming the missing ones otherwise) and the optional ones the file has (a prediction file's label, group
+    or value columns are read, and checked, when present)."""
+    header = available_columns(path, delimiter, column_names)
+    needed = needed_columns(schema, require_labels)
+    require_columns(header, needed, Origin(str(path)), hint=COLUMN_HINT)
+    return [c for c in schema.source_columns if c in needed or c in header]
 
 
 def available_columns(

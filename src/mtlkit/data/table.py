@@ -93,6 +93,14 @@ def _batch(tensors: list[Tensor | None]) -> Batch:
     return Batch(cat, num, lab, w, g, v)
 
 
+def no_rows_error(origin: Origin) -> DataError:
+    """The error for a file (or table) without data rows."""
+    return DataError(
+        f"{origin.source} has no data rows: nothing to read. Check that it is the right file "
+        f"and that it was written completely (a CSV needs rows below its header line)."
+    )
+
+
 class Table:
     """Column tensors of one data set with its Schema and Encoders.
 
@@ -176,10 +184,7 @@ class Table:
         """
         origin = origin or Origin()
         if table.num_rows == 0:
-            raise DataError(
-                f"{origin.source} has no data rows: nothing to read. Check that it is the right file "
-                f"and that it was written completely (a CSV needs rows below its header line)."
-            )
+            raise no_rows_error(origin)
         require_columns(table, needed_columns(schema, require_labels), origin, hint=COLUMN_HINT)
         if encoders is None:
             encoders = Encoders.fit(table, schema, origin)

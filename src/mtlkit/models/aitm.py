@@ -124,7 +124,7 @@ class AITM(MultiTaskModel):
 
     def compute(self, categorical: Tensor, numeric: Tensor) -> Output:
         x, extra = self.embedding(categorical, numeric)
-        inputs = tower_inputs(self.schema, {t: x for t in self.schema.task_names}, extra)
+        inputs = tower_inputs({t: x for t in self.schema.task_names}, extra)
         z: dict[str, Tensor] = {}
         logits: dict[str, Tensor] = {}
         for task in self.order:

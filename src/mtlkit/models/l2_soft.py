@@ -59,7 +59,7 @@ class L2Soft(MultiTaskModel):
     def compute(self, categorical: Tensor, numeric: Tensor) -> Output:
         x, extra = self.embedding(categorical, numeric)
         hidden = {t: bottom(x) for t, bottom in self.bottoms.items()}
-        logits = self.towers(tower_inputs(self.schema, hidden, extra))
+        logits = self.towers(tower_inputs(hidden, extra))
         return Output(logits=logits, shared=x)
 
     def task_modules(self, task: str) -> list[nn.Module]:

@@ -577,7 +577,7 @@ class TaskTowers(nn.Module):
         """
         if not self.stackable or extra:
             common = dict(zip(self.task_names, x.unbind(1), strict=True))
-            return self(tower_inputs_from(self.task_names, common, extra))
+            return self(tower_inputs(common, extra))
         return self._layers(x.transpose(0, 1), self._stack_layers)  # x as [T, B, in], a view
 
     def common(self, x: Tensor, extra: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -591,7 +591,7 @@ class TaskTowers(nn.Module):
         step, side by side; the same at 2 tasks (docs/decisions.md).
         """
         if not self.stackable or extra:
-            return self(tower_inputs_from(self.task_names, dict.fromkeys(self.task_names, x), extra))
+            return self(tower_inputs(dict.fromkeys(self.task_names, x), extra))
         (linears, after), *rest = self._stack_layers
         weight = torch.cat([linear.weight for linear in linears])  # [T * out, in]
         bias = torch.cat([linear.bias for linear in linears])
@@ -634,13 +634,7 @@ def dependency_order(schema: Schema) -> list[str]:
     return order
 
 
-def tower_inputs(schema: Schema, common: dict[str, Tensor], extra: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Each task's tower input: its part of the model's output, joined with its tower-only features."""
-    return tower_inputs_from(schema.task_names, common, extra)
-
-
-def tower_inputs_from(
-    names: Sequence[str], common: dict[str, Tensor], extra: dict[str, Tensor]
-) -> dict[str, Tensor]:
-    """:func:`tower_inputs` for the tasks ``names``."""
-    return {t: torch.cat([common[t], extra[t]], dim=1) if t in extra else common[t] for t in names}
+def tower_inputs(common: dict[str, Tensor], extra: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Each task's tower input: its part of the model's output (``common``: task -> tensor), joined with its
+    tower-only features."""
+    return {t: torch.cat([h, extra[t]], dim=1) if t in extra else h for t, h in common.items()}

@@ -78,7 +78,7 @@ class SingleTask(MultiTaskModel):
                 hidden[t] = bottom(x)
                 if t in own:
                     extra[t] = own[t]
-        logits = self.towers(tower_inputs(self.schema, hidden, extra))
+        logits = self.towers(tower_inputs(hidden, extra))
         return Output(logits=logits, shared=shared)
 
     def task_modules(self, task: str) -> list[nn.Module]:

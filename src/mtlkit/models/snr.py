@@ -211,7 +211,7 @@ class _SNR(MultiTaskModel):
         batch = lower.shape[0]
         z = self.coding_variables()
         upper = {t: self.upper[t](lower, z[t]) for t in self.schema.task_names}
-        logits = self.towers(tower_inputs(self.schema, upper, extra))
+        logits = self.towers(tower_inputs(upper, extra))
         gates = {t: _normalised(zt).unsqueeze(0).expand(batch, -1) for t, zt in z.items()}
         return Output(logits=logits, shared=lower, gates=gates)
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mtlkit.data.columns import GroupIds, Origin, require_columns
-from mtlkit.data.readers import Parts, available_columns, read_parts
-from mtlkit.data.table import COLUMN_HINT, Table, needed_columns
+from mtlkit.data.columns import GroupIds
+from mtlkit.data.readers import Parts, read_parts, schema_columns
+from mtlkit.data.table import Table, no_rows_error
 from mtlkit.metrics import TaskMetrics
-from mtlkit.training.predict import DEFAULT_CHUNK_ROWS
+from mtlkit.training.predict import DEFAULT_CHUNK_ROWS, check_chunk_rows
 from mtlkit.training.run import new_family_metrics, update_family_metrics
 
 if TYPE_CHECKING:
@@ -28,11 +28,9 @@ def evaluate_file(
 ) -> dict[str, dict[str, float]]:
     """Metrics of the data set's own tasks on a labelled CSV / Parquet file, read ``chunk_rows`` rows at a time
     (the same numbers as ``run.evaluate(run.read(path, require_labels=True))``, in bounded memory)."""
+    check_chunk_rows(chunk_rows)
     schema = run.data_schema
-    needed = needed_columns(schema, require_labels=True)
-    header = available_columns(path)
-    require_columns(header, needed, Origin(str(path)), hint=COLUMN_HINT)
-    wanted = [c for c in schema.source_columns if c in needed or c in header]
+    wanted = schema_columns(path, schema, require_labels=True)
 
     def consume(parts: Parts) -> dict[str, dict[str, float]]:
         metrics: TaskMetrics | None = None
@@ -43,9 +41,8 @@ def evaluate_file(
             )
             metrics = metrics or new_family_metrics(run.trainer, run.family, table)
             update_family_metrics(metrics, run.trainer, run.family, table)
-        if metrics is None:  # a file without rows: the Table's own error
-            Table.from_arrow(parts.schema.empty_table(), schema, encoders=run.encoders, origin=parts.origin)
-            raise AssertionError("unreachable: Table.from_arrow refuses a table without rows")
+        if metrics is None:
+            raise no_rows_error(parts.origin)
         return metrics.compute()
 
     return read_parts(path, chunk_rows, consume, columns=wanted)

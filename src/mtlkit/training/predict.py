@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from mtlkit.data.columns import Origin, require_columns
 from mtlkit.data.readers import Parts, TableWriter, available_columns, read_parts
-from mtlkit.data.table import COLUMN_HINT, Table, needed_columns
+from mtlkit.data.table import COLUMN_HINT, Table, needed_columns, no_rows_error
 from mtlkit.errors import MtlkitError, did_you_mean, listing
 from mtlkit.fusion import Fusion, require_value_columns, value_columns_from_arrow
 
@@ -78,8 +78,7 @@ def predict_file(
     text further down makes the prediction start again with that column as text (see
     :func:`~mtlkit.data.readers.read_parts`).
     """
-    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
-        raise MtlkitError(f"chunk_rows must be an integer >= 1, got {chunk_rows!r}")
+    check_chunk_rows(chunk_rows)
     if isinstance(keep, str):
         raise MtlkitError(f"keep must be a list of column names, got the string {keep!r}")
     name = str(source)
@@ -125,16 +124,19 @@ def predict_file(
                 rows, count = rows + part.table.num_rows, count + 1
                 if on_part is not None:
                     on_part(rows)
-            if count == 0:  # the Table's own message for a file without rows
-                empty = parts.schema.empty_table()
-                Table.from_arrow(
-                    empty, schema, encoders=run.encoders, origin=parts.origin, require_labels=False
-                )
+            if count == 0:
+                raise no_rows_error(parts.origin)
         return PredictedFile(Path(output), rows, added, count)
 
     # with keep, only the kept columns, the features and the fusion's values are read
     reads = None if kept is None else list(dict.fromkeys([*kept, *features, *value_columns]))
     return read_parts(source, chunk_rows, predict, columns=reads)
+
+
+def check_chunk_rows(chunk_rows: int) -> None:
+    """An error for a ``chunk_rows`` that is not an integer >= 1."""
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
+        raise MtlkitError(f"chunk_rows must be an integer >= 1, got {chunk_rows!r}")
 
 
 def _check_fusion_tasks(fusion: Fusion, predictions: dict[str, Tensor], fusion_source: str) -> None:
