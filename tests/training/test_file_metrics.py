@@ -85,6 +85,14 @@ def test_parts_give_the_metrics_of_the_whole_file(run: LoadedRun, tmp_path: Path
                 )
 
 
+@pytest.mark.parametrize("chunk_rows", [0, -3, 2.5, True])
+def test_evaluate_file_refuses_a_bad_chunk_rows(run: LoadedRun, tmp_path: Path, chunk_rows: object) -> None:
+    source = tmp_path / "t.csv"
+    write_table(_events(10, seed=2), source)
+    with pytest.raises(MtlkitError, match="chunk_rows must be an integer >= 1"):
+        evaluate_file(run, source, chunk_rows=chunk_rows)  # type: ignore[arg-type]
+
+
 def test_cli_evaluate_data_reads_in_parts(
     run: LoadedRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
