@@ -10,6 +10,7 @@ import torch
 
 from mtlkit.aggregation.base import (
     GRAM_CHUNK,
+    GRAM_PLAIN_LIMIT,
     SMALL_SYSTEM,
     GatedJacobian,
     combine,
@@ -19,7 +20,11 @@ from mtlkit.aggregation.base import (
 )
 
 
-@pytest.mark.parametrize("width", [7, GRAM_CHUNK, 3 * GRAM_CHUNK + 5])
+@pytest.mark.parametrize(
+    "width",
+    # one plain matmul up to GRAM_PLAIN_LIMIT entries (4 rows), then slices of GRAM_CHUNK and a remainder
+    [7, GRAM_CHUNK, 3 * GRAM_CHUNK + 5, GRAM_PLAIN_LIMIT // 4 + 3 * GRAM_CHUNK + 5],
+)
 def test_gram_equals_the_float64_product_for_any_width(width: int) -> None:
     jacobian = torch.randn(4, width, generator=torch.Generator().manual_seed(width))
     gram, rows, scales = gram_matrix(jacobian)
