@@ -42,12 +42,11 @@ MODES = ("parameter", "representation")
 #: Length of the slices of a gradient row whose products are summed by one small matmul each (see _row_products).
 GRAM_CHUNK = 4096
 
-#: ATen's CPU bmm runs a scalar loop when m * n * k is below this (LinearAlgebra.cpp).
-BMM_NAIVE_LIMIT = 400
-
-
 #: Largest T x D for which :func:`_row_products` is one plain matmul (beyond it, the sliced form).
 GRAM_PLAIN_LIMIT = 400_000
+
+#: ATen's CPU bmm runs a scalar loop when m * n * k is below this (LinearAlgebra.cpp).
+BMM_NAIVE_LIMIT = 400
 
 
 def _row_products(rows: Tensor) -> Tensor:
